@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import status
+from rest_framework.exceptions import APIException
+from rest_framework.parsers import JSONParser
+
+MAX_BODY_BYTES = 1024 * 1024
+
+
+class BodyTooLarge(APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = (
+        f"Request body too large (the account API accepts up to {MAX_BODY_BYTES} bytes)."
+    )
+    default_code = "body_too_large"
+
+
+class BoundedJSONParser(JSONParser):
+    """JSON, refusing bodies over ``MAX_BODY_BYTES`` before reading them whole."""
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
+        request = (parser_context or {}).get("request")
+        length = int(request.META.get("CONTENT_LENGTH") or 0) if request is not None else 0
+        if length > MAX_BODY_BYTES:
+            raise BodyTooLarge()
+        return super().parse(stream, media_type, parser_context)

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+from datetime import datetime, time
+from typing import Any
+
+from django.utils import timezone
+from django.utils.dateparse import parse_date, parse_datetime
+from rest_framework import serializers
+
+from accounts.models import ApiKey, Machine
+
+
+class MintKeySerializer(serializers.Serializer):
+    model = serializers.CharField(max_length=100)
+    name = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+
+
+class ApiKeySerializer(serializers.ModelSerializer):
+    id = serializers.UUIDField(source="public_id")
+    model = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+
+    class Meta:
+        model = ApiKey
+        fields = ["id", "name", "model", "prefix", "active", "created_at", "last_used_at"]
+
+
+class RegisterMachineSerializer(serializers.Serializer):
+    hostname = serializers.CharField(max_length=255)
+    platform = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+    ccas_version = serializers.CharField(
+        max_length=50, required=False, allow_blank=True, default=""
+    )
+
+
+class MachineSerializer(serializers.ModelSerializer):
+    id = serializers.UUIDField(source="public_id")
+
+    class Meta:
+        model = Machine
+        fields = [
+            "id",
+            "hostname",
+            "platform",
+            "ccas_version",
+            "prefix",
+            "active",
+            "created_at",
+            "last_seen_at",
+        ]
+
+
+class DateOrDateTimeField(serializers.Field):
+    """``2026-11-01`` (midnight UTC) or a full ISO 8601 timestamp."""
+
+    def to_internal_value(self, data: Any) -> datetime:
+        text = str(data)
+        parsed = parse_datetime(text)
+        if parsed is None and (day := parse_date(text)) is not None:
+            parsed = datetime.combine(day, time.min)
+        if parsed is None:
+            raise serializers.ValidationError("Expected a date (YYYY-MM-DD) or an ISO 8601 time.")
+        return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed, timezone.utc)
+
+
+class UsageQuerySerializer(serializers.Serializer):
+    group_by = serializers.ChoiceField(
+        choices=["day", "week", "month", "model", "machine", "key", "session"], default="day"
+    )
+    since = DateOrDateTimeField(required=False)
+    until = DateOrDateTimeField(required=False)
+    source = serializers.ChoiceField(choices=["gateway", "proxy", "sync"], required=False)

@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import CommandParser
+
+from accounts.management.base import IssuingCommand
+from accounts.services import skills_key_issue
+
+
+class Command(IssuingCommand):
+    help = "Issue a skills access key (the capability URL /k/<key>/ of the skills site)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        super().add_arguments(parser)
+        parser.add_argument("--name", default="", help="a label for the key")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        account = self.account(options["email"])
+        key, secret = skills_key_issue(account=account, name=options["name"])
+        self.emit(
+            options,
+            {"id": str(key.public_id), "skills_access_key": secret},
+            f"Skills access key for {account.email}: {secret}\n"
+            f"Capability URL: {settings.GATEWAY_PUBLIC_URL}/skills/k/{secret}/",
+        )

@@ -1,0 +1,5 @@
+from django.apps import AppConfig
+
+
+class CcasCliConfig(AppConfig):
+    name = "ccas_cli"

@@ -1,0 +1,30 @@
+"""The ASGI application: ``hepgg.asgi:application`` (a Channels ``ProtocolTypeRouter``).
+
+The hot paths (``/v1`` and ``/anthropic``) are plain async consumers routed ahead of Django's
+request stack; everything else (account API, admin, skills site) is the Django ASGI handler.
+"""
+
+import os
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hepgg.settings")
+
+from django.core.asgi import get_asgi_application
+
+django_asgi_app = get_asgi_application()  # sets Django up before the routing imports below
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.urls import re_path  # noqa: E402
+
+from hepgg.lib.redaction import install_server_log_redaction  # noqa: E402
+from hepgg.lifespan import lifespan  # noqa: E402
+from llm_gateway.routing import urlpatterns as gateway_routes  # noqa: E402
+from proxy.routing import urlpatterns as proxy_routes  # noqa: E402
+
+install_server_log_redaction()
+
+application = ProtocolTypeRouter(
+    {
+        "http": URLRouter([*gateway_routes, *proxy_routes, re_path(r"", django_asgi_app)]),
+        "lifespan": lifespan,
+    }
+)

@@ -1,0 +1,243 @@
+"""The one settings module, read from the environment (see the configuration table in README.md).
+
+With no environment at all the project runs on embedded defaults: SQLite in the data folder,
+an in-process cache, eager Celery tasks and an in-memory channel layer. ``DATABASE_URL`` and
+``REDIS_URL`` switch it to PostgreSQL, Redis and Celery workers.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+
+DATA_DIR = Path(env.str("HEPGG_DATA_DIR", default=str(BASE_DIR / "data")))
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+DEBUG = env.bool("DEBUG", default=True)
+
+
+def _secret_key() -> str:
+    """The configured key; in DEBUG, one generated once and kept in the data folder."""
+    configured = env.str("SECRET_KEY", default="")
+    if configured:
+        return configured
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set. With DEBUG off hepgg refuses to start without one: "
+            "set SECRET_KEY to a long random string (e.g. the output of "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(50))'`)."
+        )
+    path = DATA_DIR / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+
+GATEWAY_PUBLIC_URL = env.str("GATEWAY_PUBLIC_URL", default="http://127.0.0.1:8000").rstrip("/")
+SKILLS_HOSTS = [h.strip().lower() for h in env.list("SKILLS_HOSTS", default=[]) if h.strip()]
+
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["*"] if DEBUG else [])
+if not DEBUG and not ALLOWED_HOSTS:
+    ALLOWED_HOSTS = [environ.urlparse(GATEWAY_PUBLIC_URL).hostname or "localhost", *SKILLS_HOSTS]
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[GATEWAY_PUBLIC_URL])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "channels",
+    "catalog",
+    "accounts",
+    "usage",
+    "account_api",
+    "llm_gateway",
+    "proxy",
+    "skills",
+    "ccas_cli",
+]
+
+MIDDLEWARE = [
+    "skills.middleware.SkillsHostMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "hepgg.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+ASGI_APPLICATION = "hepgg.asgi.application"
+WSGI_APPLICATION = None
+
+# --- Database -------------------------------------------------------------------------------
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'db.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # A file, not memory, so that a server started by the tests in another process sees it.
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}
+    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+else:
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis: cache, rate limits, Celery broker, channel layer --------------------------------
+REDIS_URL = env.str("REDIS_URL", default="")
+
+if REDIS_URL:
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+    }
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+CELERY_BROKER_URL = REDIS_URL or "memory://"
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=not REDIS_URL)
+CELERY_TASK_EAGER_PROPAGATES = True
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TIMEZONE = "UTC"
+
+# --- Upstreams ------------------------------------------------------------------------------
+CLOUDFLARE_ACCOUNT_ID = env.str("CLOUDFLARE_ACCOUNT_ID", default="")
+CLOUDFLARE_API_TOKEN = env.str("CLOUDFLARE_API_TOKEN", default="")
+CLOUDFLARE_API_BASE = env.str(
+    "CLOUDFLARE_API_BASE", default="https://api.cloudflare.com/client/v4"
+).rstrip("/")
+ANTHROPIC_UPSTREAM_URL = env.str(
+    "ANTHROPIC_UPSTREAM_URL", default="https://api.anthropic.com"
+).rstrip("/")
+
+# Connections the hot paths' pooled outbound client may hold open at once (per process).
+OUTBOUND_MAX_CONNECTIONS = env.int("OUTBOUND_MAX_CONNECTIONS", default=1000)
+
+# --- Credentials and usage ------------------------------------------------------------------
+# How long a resolved credential stays cached; a disable or revoke deletes the entry at once.
+CREDENTIAL_CACHE_SECONDS = env.int("CREDENTIAL_CACHE_SECONDS", default=300)
+# last_used_at / last_seen_at are refreshed at most this often (never a write per request).
+LAST_USED_RESOLUTION_SECONDS = env.int("LAST_USED_RESOLUTION_SECONDS", default=60)
+# The batched usage writer flushes at this interval, or sooner when a batch fills up.
+USAGE_FLUSH_SECONDS = env.float("USAGE_FLUSH_SECONDS", default=1.0)
+USAGE_BATCH_SIZE = env.int("USAGE_BATCH_SIZE", default=500)
+
+# --- Django REST framework ------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": [],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "account_api.errors.account_api_exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+
+# --- The rest of Django ---------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)
+# WhiteNoise serves the admin's assets under any ASGI server; finders make collectstatic optional.
+WHITENOISE_USE_FINDERS = True
+
+if not DEBUG:
+    SESSION_COOKIE_SECURE = GATEWAY_PUBLIC_URL.startswith("https://")
+    CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"redact_secrets": {"()": "hepgg.lib.redaction.RedactSecretsFilter"}},
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["redact_secrets"],
+        }
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    # Replace Django's default handlers (which would print unfiltered copies of each line).
+    "loggers": {
+        "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        "django.server": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+    },
+}
+
+# --- Skills registry ---
+# Import limits, counted while inflating (never from an archive's declared sizes); the defaults
+# sit near the ecosystem's own (the `skills` CLI caps archives at 1,000 files).
+SKILLS_MAX_FILES = env.int("SKILLS_MAX_FILES", default=1000)
+SKILLS_MAX_UNPACKED_BYTES = env.int("SKILLS_MAX_UNPACKED_BYTES", default=25 * 1024 * 1024)
+SKILLS_MAX_FILE_BYTES = env.int("SKILLS_MAX_FILE_BYTES", default=10 * 1024 * 1024)
+# The request body of an import (compressed); bigger bodies get 413 before any parsing.
+SKILLS_MAX_UPLOAD_BYTES = env.int("SKILLS_MAX_UPLOAD_BYTES", default=30 * 1024 * 1024)
+# Per-process cache of immutable blobs and built zips (content-addressed, so never stale).
+SKILLS_BLOB_CACHE_BYTES = env.int("SKILLS_BLOB_CACHE_BYTES", default=64 * 1024 * 1024)
+
+# --- Claude proxy ---
+# Upstream read timeout: the longest silence tolerated between two reads (Claude Code itself
+# gives up on a stream silent for 300 s, and long non-streaming generations take minutes).
+PROXY_UPSTREAM_READ_TIMEOUT = env.float("PROXY_UPSTREAM_READ_TIMEOUT", default=600.0)
+PROXY_UPSTREAM_CONNECT_TIMEOUT = env.float("PROXY_UPSTREAM_CONNECT_TIMEOUT", default=10.0)
+# Request bodies are streamed upstream, never buffered; above this size the proxy answers 413.
+PROXY_MAX_BODY_BYTES = env.int("PROXY_MAX_BODY_BYTES", default=64 * 1024 * 1024)
+if PROXY_MAX_BODY_BYTES < 32 * 1024 * 1024:
+    raise ImproperlyConfigured("PROXY_MAX_BODY_BYTES must be at least 32 MiB (33554432).")
+# How often the latest anthropic-ratelimit-unified-* values per machine are written.
+PROXY_RATELIMIT_FLUSH_SECONDS = env.float("PROXY_RATELIMIT_FLUSH_SECONDS", default=5.0)
+
+# --- llm_gateway ---
+# Request bodies above this get 413 before they are read in full.
+GATEWAY_MAX_BODY_BYTES = env.int("GATEWAY_MAX_BODY_BYTES", default=16 * 1024 * 1024)
+# Upstream timeouts: connecting, and the longest silence between two reads of a response.
+GATEWAY_UPSTREAM_CONNECT_TIMEOUT = env.float("GATEWAY_UPSTREAM_CONNECT_TIMEOUT", default=10.0)
+GATEWAY_UPSTREAM_READ_TIMEOUT = env.float("GATEWAY_UPSTREAM_READ_TIMEOUT", default=300.0)
+# How long a process keeps a catalog entry (routes, prices) before reading it again.
+GATEWAY_CATALOG_CACHE_SECONDS = env.float("GATEWAY_CATALOG_CACHE_SECONDS", default=10.0)

@@ -1,0 +1,17 @@
+"""URLs of the gateway site. On a skills host (``SKILLS_HOSTS``) ``skills.middleware`` swaps in
+``skills.urls`` at the root instead; everywhere else the skills site lives under ``/skills/``."""
+
+from django.contrib import admin
+from django.urls import include, path
+
+from catalog.views import public_models
+from hepgg import health
+
+urlpatterns = [
+    path("healthz", health.healthz),
+    path("readyz", health.readyz),
+    path("models", public_models),
+    path("admin/", admin.site.urls),
+    path("skills/", include("skills.urls")),
+    path("", include("account_api.urls")),
+]

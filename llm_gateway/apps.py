@@ -1,0 +1,5 @@
+from django.apps import AppConfig
+
+
+class LlmGatewayConfig(AppConfig):
+    name = "llm_gateway"

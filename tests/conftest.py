@@ -1,0 +1,93 @@
+"""Shared fixtures: a small cast (an account, a second account that must see nothing of the
+first), their credentials, and the real services the suite runs against."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from django.conf import settings
+
+from accounts.models import Account
+from accounts.services import account_create
+from catalog.models import CatalogModel
+from hepgg.lib import sharedcache
+from tests.servers import ServerProcess, start_hepgg
+from usage.writer import usage_writer
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+@dataclass
+class Member:
+    account: Account
+    master_token: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"HTTP_AUTHORIZATION": f"Bearer {self.master_token}"}
+
+
+@pytest.fixture(autouse=True)
+def _fresh_process_state() -> Iterator[None]:
+    sharedcache.clear_local()
+    yield
+    usage_writer.flush()
+    sharedcache.clear_local()
+
+
+@pytest.fixture
+def catalog_model(db: None) -> CatalogModel:
+    """The seeded ``cf-gpt-oss-20b`` (re-created when a transactional test flushed it)."""
+    model, _ = CatalogModel.objects.get_or_create(
+        slug="cf-gpt-oss-20b",
+        defaults={"provider": "cloudflare", "upstream_model": "@cf/openai/gpt-oss-20b"},
+    )
+    return model
+
+
+@pytest.fixture
+def member(db: None) -> Member:
+    account, token = account_create(email="ada@example.com")
+    return Member(account, token)
+
+
+@pytest.fixture
+def other_member(db: None) -> Member:
+    account, token = account_create(email="grace@example.com")
+    return Member(account, token)
+
+
+@pytest.fixture
+def requires_redis() -> str:
+    """The Redis URL; in CI a missing Redis is a failure, elsewhere a skip."""
+    if not settings.REDIS_URL:
+        if IN_CI:
+            pytest.fail("REDIS_URL is not set: CI must run against the real Redis")
+        pytest.skip("needs REDIS_URL")
+    return settings.REDIS_URL
+
+
+@pytest.fixture
+def requires_postgres() -> None:
+    if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+        if IN_CI:
+            pytest.fail("DATABASE_URL is not PostgreSQL: CI must run against the real PostgreSQL")
+        pytest.skip("needs PostgreSQL")
+
+
+@pytest.fixture
+def hepgg_server(transactional_db: None) -> Iterator[callable]:
+    """Factory: ``hepgg_server(env={...}, server="daphne")`` starts hepgg; stopped at teardown."""
+    started: list[ServerProcess] = []
+
+    def start(**kwargs: object) -> ServerProcess:
+        handle = start_hepgg(**kwargs)  # type: ignore[arg-type]
+        started.append(handle)
+        return handle
+
+    yield start
+    for handle in started:
+        handle.stop()
