@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import datetime, time
+from datetime import UTC, datetime, time
 from typing import Any
 
 from django.utils import timezone
@@ -59,7 +59,7 @@ class DateOrDateTimeField(serializers.Field):
             parsed = datetime.combine(day, time.min)
         if parsed is None:
             raise serializers.ValidationError("Expected a date (YYYY-MM-DD) or an ISO 8601 time.")
-        return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed, timezone.utc)
+        return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed, UTC)
 
 
 class UsageQuerySerializer(serializers.Serializer):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -28,6 +29,19 @@ class Member:
     @property
     def auth(self) -> dict[str, str]:
         return {"HTTP_AUTHORIZATION": f"Bearer {self.master_token}"}
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: None) -> None:
+    """A test database of this run's own, so that concurrent runs on one machine don't collide."""
+    db = settings.DATABASES["default"]
+    test = db.setdefault("TEST", {})
+    suffix = f"_{os.getpid()}"
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        path = Path(test.get("NAME") or settings.DATA_DIR / "test.sqlite3")
+        test["NAME"] = str(path.with_name(f"{path.stem}{suffix}{path.suffix}"))
+    else:
+        test["NAME"] = (test.get("NAME") or f"test_{db['NAME']}") + suffix
 
 
 @pytest.fixture(autouse=True)

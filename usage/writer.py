@@ -25,7 +25,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import connections
 from django.db.models import Q
 from django.utils import timezone
 
@@ -130,11 +130,12 @@ class UsageWriter:
         return await sync_to_async(self._flush_in_thread, thread_sensitive=False)()
 
     def _flush_in_thread(self) -> int:
-        close_old_connections()
+        # A worker thread's connection is closed after each flush: at most one connect per
+        # flush interval, and no connection left behind in a pool thread.
         try:
             return self.flush()
         finally:
-            close_old_connections()
+            connections.close_all()
 
     def _write(self, batch: list[UsageRecord], keys: set[int], machines: set[int]) -> None:
         from accounts.models import ApiKey, Machine

@@ -1,0 +1,97 @@
+"""The batched usage writer: nothing lost, one write per batch, last-used at most once a minute."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from accounts.services import api_key_mint, machine_register
+from usage.models import UsageEvent
+from usage.writer import UsageRecord, UsageWriter
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def record(member, **fields) -> UsageRecord:
+    return UsageRecord(account_id=member.account.id, source="gateway", **fields)
+
+
+def test_records_wait_in_memory_until_a_flush_writes_them_in_one_batch(
+    member, catalog_model
+) -> None:
+    writer = UsageWriter()
+    for n in range(50):
+        writer.record(record(member, model="cf-gpt-oss-20b", input_tokens=n, output_tokens=1))
+    assert UsageEvent.objects.count() == 0  # nothing on the request path
+    with CaptureQueriesContext(connection) as queries:
+        assert writer.flush() == 50
+    inserts = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("INSERT")]
+    # One statement for all 50 (two on SQLite, which caps the variables in one statement).
+    assert len(inserts) == (2 if connection.vendor == "sqlite" else 1)
+    assert UsageEvent.objects.count() == 50
+    assert sum(UsageEvent.objects.values_list("input_tokens", flat=True)) == sum(range(50))
+
+
+def test_costs_come_from_the_catalog_prices(member, catalog_model) -> None:
+    catalog_model.input_price_per_mtok = Decimal("2")
+    catalog_model.output_price_per_mtok = Decimal("4")
+    catalog_model.save()
+    writer = UsageWriter()
+    writer.record(record(member, model="cf-gpt-oss-20b", input_tokens=1000, output_tokens=500))
+    writer.record(record(member, model="not-in-catalog", input_tokens=10))
+    writer.flush()
+    costs = dict(UsageEvent.objects.values_list("model", "cost_usd"))
+    assert costs["cf-gpt-oss-20b"] == Decimal("0.004")
+    assert costs["not-in-catalog"] is None
+
+
+def test_the_flusher_task_writes_without_being_asked(member, settings) -> None:
+    settings.USAGE_FLUSH_SECONDS = 0.05
+    writer = UsageWriter()
+
+    async def serve_a_request() -> None:
+        writer.record(record(member, model="m", output_tokens=7))
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if writer.pending == 0:
+                break
+
+    asyncio.run(serve_a_request())
+    assert list(UsageEvent.objects.values_list("output_tokens", flat=True)) == [7]
+
+
+def test_a_failed_flush_keeps_the_events_for_the_next_one(member) -> None:
+    writer = UsageWriter()
+    writer.record(UsageRecord(account_id=10**9, source="gateway"))  # no such account: FK error
+    assert writer.flush() == 0
+    assert writer.pending == 1
+
+
+def test_last_used_is_written_at_most_once_a_minute(member, catalog_model) -> None:
+    key, _ = api_key_mint(account=member.account, model="cf-gpt-oss-20b")
+    machine, _ = machine_register(account=member.account, hostname="box")
+    writer = UsageWriter()
+    writer.touch_api_key(key.id)
+    writer.touch_machine(machine.id)
+    writer.flush()
+    key.refresh_from_db()
+    first = key.last_used_at
+    assert first is not None
+
+    writer.touch_api_key(key.id)
+    writer.flush()
+    key.refresh_from_db()
+    assert key.last_used_at == first  # touched again within the minute: no new write
+
+    type(key).objects.filter(pk=key.pk).update(last_used_at=first - timedelta(minutes=2))
+    writer.touch_api_key(key.id)
+    writer.flush()
+    key.refresh_from_db()
+    assert key.last_used_at > first - timedelta(seconds=1)
+    assert key.last_used_at <= timezone.now()
