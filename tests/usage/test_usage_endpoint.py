@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from django.test import Client
@@ -17,7 +17,7 @@ def event(account, when: str, **fields) -> UsageEvent:
     return UsageEvent.objects.create(
         account=account,
         source=fields.pop("source", "gateway"),
-        occurred_at=datetime.fromisoformat(when).replace(tzinfo=timezone.utc),
+        occurred_at=datetime.fromisoformat(when).replace(tzinfo=UTC),
         **fields,
     )
 
