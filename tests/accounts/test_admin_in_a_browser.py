@@ -1,4 +1,4 @@
-"""The issuing dashboard in a real browser: create an account, copy its token, never see it again."""
+"""The issuing dashboard in a real browser: create an account, copy its token, see it no more.
 
 from __future__ import annotations
 
