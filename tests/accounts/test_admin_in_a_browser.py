@@ -1,4 +1,4 @@
-"""The issuing dashboard in a real browser: create an account, copy its token, see it no more.
+"""The issuing dashboard in a real browser: create an account, copy its token once."""
 
 from __future__ import annotations
 
