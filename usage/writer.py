@@ -25,7 +25,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import connections
+from django.db import connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -73,6 +73,48 @@ def _cost(record: UsageRecord, price: Any) -> Decimal | None:
         + record.cache_read_input_tokens * price.cache_read_price_per_mtok
         + record.cache_creation_input_tokens * price.cache_write_price_per_mtok
     ) / _MTOK
+
+
+_EVENT_COLUMNS = (
+    "account_id", "source", "model", "api_key_id", "machine_id", "occurred_at", "input_tokens",
+    "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "estimated",
+    "cost_usd", "status_code", "stop_reason", "latency_ms", "ttfb_ms", "request_id",
+    "message_id", "session_id", "details",
+)  # fmt: skip
+
+
+def _insert_events(rows: list[tuple[Any, ...]]) -> None:
+    """One ``executemany`` INSERT for the whole batch.
+
+    Not ``bulk_create``: building a model instance per event cost the gateway a fifth of its CPU
+    under load (profiled); each column is prepared by its own field, as the ORM would.
+    """
+    from usage.models import UsageEvent
+
+    if not rows:
+        return
+    connection = connections[UsageEvent.objects.db]
+    by_attname = {f.attname: f for f in UsageEvent._meta.concrete_fields}
+    columns = [by_attname[name] for name in _EVENT_COLUMNS]
+    # Only these need preparing (aware datetime, decimal, JSON); the rest are plain values.
+    special = [
+        (i, column) for i, column in enumerate(columns)
+        if column.get_internal_type() in {"DateTimeField", "DecimalField", "JSONField"}
+    ]  # fmt: skip
+    prepared = []
+    for row in rows:
+        values = list(row)
+        for i, column in special:
+            values[i] = column.get_db_prep_save(values[i], connection)
+        prepared.append(values)
+    quote = connection.ops.quote_name
+    sql = "INSERT INTO {} ({}) VALUES ({})".format(  # noqa: S608 - names from the model
+        quote(UsageEvent._meta.db_table),
+        ", ".join(quote(column.column) for column in columns),
+        ", ".join(["%s"] * len(columns)),
+    )
+    with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+        cursor.executemany(sql, prepared)
 
 
 class UsageWriter:
@@ -139,37 +181,21 @@ class UsageWriter:
 
     def _write(self, batch: list[UsageRecord], keys: set[int], machines: set[int]) -> None:
         from accounts.models import ApiKey, Machine
-        from usage.models import UsageEvent
 
         prices = _prices_by_slug({r.model for r in batch if r.source != "sync"})
-        UsageEvent.objects.bulk_create(
+        _insert_events(
             [
-                UsageEvent(
-                    account_id=r.account_id,
-                    source=r.source,
-                    model=r.model,
-                    api_key_id=r.api_key_id,
-                    machine_id=r.machine_id,
-                    occurred_at=r.occurred_at,
-                    input_tokens=r.input_tokens,
-                    output_tokens=r.output_tokens,
-                    cache_creation_input_tokens=r.cache_creation_input_tokens,
-                    cache_read_input_tokens=r.cache_read_input_tokens,
-                    estimated=r.estimated,
-                    cost_usd=_cost(r, prices.get(r.model)),
-                    status_code=r.status_code,
-                    stop_reason=r.stop_reason[:64],
-                    latency_ms=r.latency_ms,
-                    ttfb_ms=r.ttfb_ms,
-                    request_id=r.request_id[:200],
-                    message_id=r.message_id[:200],
-                    session_id=r.session_id[:200],
-                    details=r.details,
+                (
+                    r.account_id, r.source, r.model, r.api_key_id, r.machine_id,
+                    r.occurred_at, r.input_tokens, r.output_tokens,
+                    r.cache_creation_input_tokens, r.cache_read_input_tokens, r.estimated,
+                    _cost(r, prices.get(r.model)), r.status_code, r.stop_reason[:64],
+                    r.latency_ms, r.ttfb_ms, r.request_id[:200], r.message_id[:200],
+                    r.session_id[:200], r.details,
                 )
                 for r in batch
-            ],
-            batch_size=500,
-        )
+            ]
+        )  # fmt: skip
         now = timezone.now()
         # The condition keeps each row to one write a minute however many processes touch it.
         stale = now - timedelta(seconds=settings.LAST_USED_RESOLUTION_SECONDS)
