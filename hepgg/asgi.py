@@ -1,7 +1,8 @@
 """The ASGI application: ``hepgg.asgi:application`` (a Channels ``ProtocolTypeRouter``).
 
-The hot paths (``/v1`` and ``/anthropic``) are plain async consumers routed ahead of Django's
-request stack; everything else (account API, admin, skills site) is the Django ASGI handler.
+The hot paths (``/v1``, ``/anthropic`` and the skills site's reads) are plain ASGI applications
+routed ahead of Django's request stack; everything else (account API, admin, skills imports) is
+the Django ASGI handler.
 """
 
 import os
@@ -19,12 +20,16 @@ from hepgg.lib.redaction import install_server_log_redaction  # noqa: E402
 from hepgg.lifespan import lifespan  # noqa: E402
 from llm_gateway.routing import urlpatterns as gateway_routes  # noqa: E402
 from proxy.routing import urlpatterns as proxy_routes  # noqa: E402
+from skills.asgi import skills_site  # noqa: E402
 
 install_server_log_redaction()
 
 application = ProtocolTypeRouter(
     {
-        "http": URLRouter([*gateway_routes, *proxy_routes, re_path(r"", django_asgi_app)]),
+        "http": URLRouter(
+            # skills_site answers the skills site's reads itself and hands the rest to Django.
+            [*gateway_routes, *proxy_routes, re_path(r"", skills_site(django_asgi_app))]
+        ),
         "lifespan": lifespan,
     }
 )

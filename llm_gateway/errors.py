@@ -1,0 +1,83 @@
+"""The ``/v1`` surface's one error type and its one renderer (OpenAI's error object).
+
+    GatewayError(status, message, type, code, param)   any refusal, rendered as {"error": {...}}
+    └── InvalidApiKey                                   401 {"error": "Invalid API key"[, "hint"]}
+
+The official OpenAI client reads ``body.get("error", body)`` then ``message``, ``code`` and
+``type``; the 401 body is fixed by the contract. ``retryable`` decides ``x-should-retry``: the SDK
+retries 408/409/429/5xx by default, and refusals that a retry cannot fix say so, so that clients
+do not hammer the gateway.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+
+class GatewayError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+        retryable: bool = False,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.code = code
+        self.param = param
+        self.retryable = retryable
+        self.headers = headers or []
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+    def render(self) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """Status, headers and body bytes of the response."""
+        headers = [(b"content-type", b"application/json"), *self.headers]
+        if not self.retryable:
+            headers.append((b"x-should-retry", b"false"))
+        return self.status, headers, orjson.dumps(self.body())
+
+
+class InvalidApiKey(GatewayError):
+    def __init__(self, hint: str | None = None) -> None:
+        super().__init__(
+            401,
+            "Invalid API key",
+            type="invalid_request_error",
+            code="invalid_api_key",
+            headers=[(b"www-authenticate", b'Bearer realm="hepgg"')],
+        )
+        self.hint = hint
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"error": "Invalid API key"}
+        if self.hint:
+            body["hint"] = self.hint
+        return body
+
+
+def upstream_error(status: int, message: str, *, code: str | None = None) -> GatewayError:
+    """An upstream failure: transient, so the SDK may retry it."""
+    return GatewayError(status, message, type="upstream_error", code=code, retryable=True)
+
+
+def sse_error_event(error: GatewayError) -> bytes:
+    """The in-band form of an error once a stream has started."""
+    return b"data: " + orjson.dumps(error.body()) + b"\n\n"

@@ -1,0 +1,158 @@
+"""Where a catalog model's requests go: the upstream URL, its credentials, and how to read its
+errors. The two provider kinds:
+
+- ``cloudflare``: Workers AI's OpenAI-compatible endpoint
+  ``{CLOUDFLARE_API_BASE}/accounts/{CLOUDFLARE_ACCOUNT_ID}/ai/v1/chat/completions``.
+- ``openai_compatible``: ``{base_url}/chat/completions`` with the key read from the environment
+  variable the catalog entry names (never from the database).
+
+Routes are cached per process for ``GATEWAY_CATALOG_CACHE_SECONDS`` so that the hot path makes no
+query; an edit in the admin is seen by every process within that time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from catalog.models import CatalogModel, Provider
+
+_MTOK = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    model_id: int
+    slug: str
+    enabled: bool
+    provider: str
+    upstream_model: str
+    created: int
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    missing: tuple[str, ...] = ()  # settings or environment variables still to set
+    prices: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # in, out, cache r/w per Mtok
+
+    def cost_usd(self, *, input_tokens: int, output_tokens: int, cache_read: int = 0) -> float:
+        p_in, p_out, p_read, _ = self.prices
+        return (input_tokens * p_in + output_tokens * p_out + cache_read * p_read) / _MTOK
+
+
+def route_for(model: CatalogModel) -> Route:
+    """The route of one catalog row (reads settings and the environment, no I/O)."""
+    headers = {"content-type": "application/json", "user-agent": "hepgg"}
+    missing: list[str] = []
+    if model.provider == Provider.CLOUDFLARE:
+        account, token = settings.CLOUDFLARE_ACCOUNT_ID, settings.CLOUDFLARE_API_TOKEN
+        missing += [
+            n
+            for n, v in [("CLOUDFLARE_ACCOUNT_ID", account), ("CLOUDFLARE_API_TOKEN", token)]
+            if not v
+        ]
+        url = f"{settings.CLOUDFLARE_API_BASE}/accounts/{account}/ai/v1/chat/completions"
+        headers["authorization"] = f"Bearer {token}"
+    elif model.provider == Provider.OPENAI_COMPATIBLE:
+        base = model.base_url.rstrip("/")
+        if not base:
+            missing.append(f"the base URL of catalog model {model.slug}")
+        url = f"{base}/chat/completions"
+        if model.api_key_env:
+            key = os.environ.get(model.api_key_env, "")
+            if key:
+                headers["authorization"] = f"Bearer {key}"
+            else:
+                missing.append(model.api_key_env)
+    else:
+        url = ""
+        missing.append(f"a known provider for catalog model {model.slug} (got {model.provider!r})")
+    return Route(
+        model_id=model.id,
+        slug=model.slug,
+        enabled=model.enabled,
+        provider=model.provider,
+        upstream_model=model.upstream_model,
+        created=int(model.created_at.timestamp()),
+        url=url,
+        headers=headers,
+        missing=tuple(missing),
+        prices=tuple(  # type: ignore[arg-type]
+            float(p or Decimal(0))
+            for p in (
+                model.input_price_per_mtok,
+                model.output_price_per_mtok,
+                model.cache_read_price_per_mtok,
+                model.cache_write_price_per_mtok,
+            )
+        ),
+    )
+
+
+def _load(model_id: int) -> Route | None:
+    model = CatalogModel.objects.filter(id=model_id).first()
+    return None if model is None else route_for(model)
+
+
+_routes: dict[int, tuple[float, Route | None]] = {}
+_loading: dict[int, asyncio.Future[Route | None]] = {}
+
+
+async def aroute(model_id: int) -> Route | None:
+    """The route of catalog model ``model_id`` (None when deleted); cached, one query per TTL."""
+    cached = _routes.get(model_id)
+    if cached is not None and cached[0] > time.monotonic():
+        return cached[1]
+    pending = _loading.get(model_id)
+    if pending is not None:  # another request of this loop is loading it: share its query
+        return await asyncio.shield(pending)
+    future: asyncio.Future[Route | None] = asyncio.get_running_loop().create_future()
+    _loading[model_id] = future
+    try:
+        route = await database_sync_to_async(_load)(model_id)
+        _routes[model_id] = (time.monotonic() + settings.GATEWAY_CATALOG_CACHE_SECONDS, route)
+        future.set_result(route)
+        return route
+    except BaseException as exc:
+        future.set_exception(exc)
+        future.exception()  # retrieved: no "never retrieved" warning when nobody waited
+        raise
+    finally:
+        _loading.pop(model_id, None)
+
+
+def forget_routes() -> None:
+    """Drop the per-process cache (tests, or after a catalog edit in this process)."""
+    _routes.clear()
+
+
+def error_from_body(body: bytes) -> tuple[str, str | None]:
+    """(message, code) of an upstream error body: OpenAI's error object, Cloudflare's envelope
+    ``{"success": false, "errors": [{"code", "message"}]}``, or whatever text came back."""
+    try:
+        data: Any = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        text = body.decode("utf-8", errors="replace").strip()
+        return (text[:500] or "(empty body)"), None
+    if isinstance(data, dict):
+        errors = data.get("errors")
+        if isinstance(errors, list) and errors:  # Cloudflare's envelope
+            messages = [str(e.get("message", e)) if isinstance(e, dict) else str(e) for e in errors]
+            first = errors[0]
+            code = first.get("code") if isinstance(first, dict) else None
+            return "; ".join(messages), None if code is None else str(code)
+        error = data.get("error")
+        if isinstance(error, dict):
+            code = error.get("code")
+            return str(error.get("message", "")), None if code is None else str(code)
+        if isinstance(error, str):
+            return error, None
+        if isinstance(data.get("detail"), str):  # FastAPI-based servers (vLLM)
+            return data["detail"], None
+    return body.decode("utf-8", errors="replace")[:500], None
