@@ -1,7 +1,7 @@
 """Benchmark of the skills site: public SKILL.md reads, and one big import.
 
     .venv/bin/python bench/skills_bench.py [--server uvicorn|daphne] [--workers N]
-        [--skills 1000] [--duration 15] [--warmup 10] [--connections 32] [--app fast hepgg]
+        [--skills 1000] [--duration 15] [--warmup 10] [--connections 32]
 
 It builds a throwaway data folder (SQLite, no Redis unless REDIS_URL is set), seeds ``--skills``
 skills, serves ``hepgg.asgi:application`` on 127.0.0.1 and drives it with ``wrk -c32`` over all
@@ -112,18 +112,13 @@ def _parse_wrk(output: str) -> dict[str, float]:
     }
 
 
-APPS = {
-    # What hepgg.asgi serves today, and the same wrapped in skills.asgi.skills_site (the read
-    # path ahead of Django's request stack, as hepgg.asgi mounts it once wired).
-    "hepgg": ("hepgg.asgi:application", False),
-    "fast": ("skills.asgi:with_fast_path", True),
-}
+APP = "hepgg.asgi:application"  # the skills site's reads are answered by skills.asgi within it
 
 
 def _serve(
-    server: str, workers: int, port: int, env: dict[str, str], app_name: str
+    server: str, workers: int, port: int, env: dict[str, str]
 ) -> subprocess.Popen[bytes]:
-    app, factory = APPS[app_name]
+    app = APP
     if server == "uvicorn":
         argv = [
             sys.executable,
@@ -140,12 +135,9 @@ def _serve(
             "warning",
             "--lifespan",
             "on",
-            *(["--factory"] if factory else []),
             app,
         ]
     else:
-        if factory:
-            raise SystemExit("daphne has no --factory: use --server uvicorn for --app fast")
         argv = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), app]
     process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
     import httpx
@@ -162,11 +154,11 @@ def _serve(
 
 
 def bench_reads(
-    args: argparse.Namespace, etags: dict[str, str], data_dir: Path, app_name: str
+    args: argparse.Namespace, etags: dict[str, str], data_dir: Path
 ) -> dict:
     port = _free_port()
     env = {**os.environ, "HEPGG_DATA_DIR": str(data_dir)}
-    process = _serve(args.server, args.workers, port, env, app_name)
+    process = _serve(args.server, args.workers, port, env)
     results: dict[str, dict] = {}
     try:
         import httpx
@@ -263,7 +255,6 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=15)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--warmup", type=int, default=10, help="seconds of warm-up per run")
-    parser.add_argument("--app", choices=sorted(APPS), nargs="+", default=["fast", "hepgg"])
     parser.add_argument("--keep", action="store_true", help="keep the data folder")
     args = parser.parse_args()
     if not shutil.which("wrk"):
@@ -274,7 +265,7 @@ def main() -> None:
         started = time.perf_counter()
         etags = seed(args.skills)
         seeded = time.perf_counter() - started
-        reads = {app: bench_reads(args, etags, data_dir, app) for app in args.app}
+        reads = bench_reads(args, etags, data_dir)
         result = {
             "server": f"{args.server} x{args.workers}" if args.server == "uvicorn" else "daphne",
             "cpus": os.cpu_count(),

@@ -210,7 +210,7 @@ LOGGING = {
     },
 }
 
-# --- Skills registry ---
+# --- Skills registry (skills) ---------------------------------------------------------------
 # Import limits, counted while inflating (never from an archive's declared sizes); the defaults
 # sit near the ecosystem's own (the `skills` CLI caps archives at 1,000 files).
 SKILLS_MAX_FILES = env.int("SKILLS_MAX_FILES", default=1000)
@@ -221,7 +221,7 @@ SKILLS_MAX_UPLOAD_BYTES = env.int("SKILLS_MAX_UPLOAD_BYTES", default=30 * 1024 *
 # Per-process cache of immutable blobs and built zips (content-addressed, so never stale).
 SKILLS_BLOB_CACHE_BYTES = env.int("SKILLS_BLOB_CACHE_BYTES", default=64 * 1024 * 1024)
 
-# --- Claude proxy ---
+# --- Claude proxy (proxy) -------------------------------------------------------------------
 # Upstream read timeout: the longest silence tolerated between two reads (Claude Code itself
 # gives up on a stream silent for 300 s, and long non-streaming generations take minutes).
 PROXY_UPSTREAM_READ_TIMEOUT = env.float("PROXY_UPSTREAM_READ_TIMEOUT", default=600.0)
@@ -233,7 +233,7 @@ if PROXY_MAX_BODY_BYTES < 32 * 1024 * 1024:
 # How often the latest anthropic-ratelimit-unified-* values per machine are written.
 PROXY_RATELIMIT_FLUSH_SECONDS = env.float("PROXY_RATELIMIT_FLUSH_SECONDS", default=5.0)
 
-# --- llm_gateway ---
+# --- OpenAI-compatible gateway (llm_gateway) ------------------------------------------------
 # Request bodies above this get 413 before they are read in full.
 GATEWAY_MAX_BODY_BYTES = env.int("GATEWAY_MAX_BODY_BYTES", default=16 * 1024 * 1024)
 # Upstream timeouts: connecting, and the longest silence between two reads of a response.

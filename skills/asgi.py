@@ -123,9 +123,3 @@ def skills_site(app: ASGIApp) -> ASGIApp:
 
     return asgi
 
-
-def with_fast_path() -> ASGIApp:
-    """``hepgg.asgi:application`` wrapped in ``skills_site``: ``uvicorn --factory`` target."""
-    from hepgg.asgi import application
-
-    return skills_site(application)

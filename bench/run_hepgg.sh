@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Both gateway benchmarks with hepgg as a target, in one go:
+#   bench/run_hepgg.sh                 # hepgg on uvicorn (the production command)
+#   SERVER=daphne bench/run_hepgg.sh   # hepgg on daphne (the default server)
+# hepgg runs as deployed: PostgreSQL and Redis (a fresh bench database), DEBUG off, with
+# authentication, rate limiting (a key with limits far above the load) and metering all on.
+# Extra arguments go to both run_*.py scripts (e.g. --rounds 1 --no-litellm).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SERVER="${SERVER:-uvicorn}"
+PORT="${HEPGG_BENCH_PORT:-18200}"
+export DATABASE_URL="${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/hepgg_bench}"
+export REDIS_URL="${BENCH_REDIS_URL:-redis://127.0.0.1:6379/15}"
+export HEPGG_DATA_DIR="$PWD/bench/results/hepgg-data"
+export DEBUG=false SECRET_KEY=bench-only-secret-key ALLOWED_HOSTS=127.0.0.1
+export CLOUDFLARE_ACCOUNT_ID=bench CLOUDFLARE_API_TOKEN=bench-token LOG_LEVEL=WARNING
+mkdir -p "$HEPGG_DATA_DIR"
+
+psql "${DATABASE_URL%/*}/postgres" -qc "DROP DATABASE IF EXISTS ${DATABASE_URL##*/}" \
+    -c "CREATE DATABASE ${DATABASE_URL##*/}"
+redis-cli -u "$REDIS_URL" flushdb >/dev/null
+.venv/bin/python manage.py migrate -v0
+credentials=$(.venv/bin/python manage.py shell -c '
+import json
+from accounts.services import account_create, api_key_mint, machine_register
+account, _ = account_create(email="bench@example.com")
+key, secret = api_key_mint(account=account, model="cf-gpt-oss-20b", name="bench")
+key.requests_per_minute = 10_000_000
+key.tokens_per_minute = 1_000_000_000
+key.save()
+_machine, token = machine_register(account=account, hostname="bench")
+print(json.dumps({"key": secret, "proxy_token": token}))
+')
+key=$(echo "$credentials" | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["key"])')
+token=$(echo "$credentials" | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["proxy_token"])')
+
+case "$SERVER" in
+    uvicorn) cmd="exec .venv/bin/uvicorn hepgg.asgi:application --host 127.0.0.1 --port $PORT \
+--lifespan on --no-access-log --loop uvloop --http httptools" ;;
+    daphne) cmd="exec .venv/bin/daphne -b 127.0.0.1 -p $PORT hepgg.asgi:application" ;;
+    *) echo "SERVER must be uvicorn or daphne" >&2; exit 2 ;;
+esac
+
+.venv/bin/python bench/run_openai.py --hepgg-url "http://127.0.0.1:$PORT" --hepgg-key "$key" \
+    --hepgg-model cf-gpt-oss-20b --hepgg-cmd "$cmd" "$@"
+.venv/bin/python bench/run_anthropic.py --hepgg-url "http://127.0.0.1:$PORT/anthropic/$token" \
+    --hepgg-cmd "$cmd" "$@"
+.venv/bin/python - <<'PY'
+import os, django
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hepgg.settings")
+django.setup()
+from usage.models import UsageEvent
+print("usage events recorded by hepgg during the runs:",
+      {s: UsageEvent.objects.filter(source=s).count() for s in ("gateway", "proxy")})
+PY
