@@ -115,9 +115,7 @@ def _parse_wrk(output: str) -> dict[str, float]:
 APP = "hepgg.asgi:application"  # the skills site's reads are answered by skills.asgi within it
 
 
-def _serve(
-    server: str, workers: int, port: int, env: dict[str, str]
-) -> subprocess.Popen[bytes]:
+def _serve(server: str, workers: int, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
     app = APP
     if server == "uvicorn":
         argv = [
@@ -153,9 +151,7 @@ def _serve(
     raise SystemExit("the server did not start")
 
 
-def bench_reads(
-    args: argparse.Namespace, etags: dict[str, str], data_dir: Path
-) -> dict:
+def bench_reads(args: argparse.Namespace, etags: dict[str, str], data_dir: Path) -> dict:
     port = _free_port()
     env = {**os.environ, "HEPGG_DATA_DIR": str(data_dir)}
     process = _serve(args.server, args.workers, port, env)

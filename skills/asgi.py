@@ -122,4 +122,3 @@ def skills_site(app: ASGIApp) -> ASGIApp:
         await _send(response, send)
 
     return asgi
-
