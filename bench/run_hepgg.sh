@@ -21,7 +21,7 @@ psql "${DATABASE_URL%/*}/postgres" -qc "DROP DATABASE IF EXISTS ${DATABASE_URL##
     -c "CREATE DATABASE ${DATABASE_URL##*/}"
 redis-cli -u "$REDIS_URL" flushdb >/dev/null
 .venv/bin/python manage.py migrate -v0
-credentials=$(.venv/bin/python manage.py shell -c '
+credentials=$(.venv/bin/python manage.py shell --no-imports -c '
 import json
 from accounts.services import account_create, api_key_mint, machine_register
 account, _ = account_create(email="bench@example.com")

@@ -19,7 +19,9 @@ from __future__ import annotations
 import math
 import threading
 import time
+import weakref
 from dataclasses import dataclass
+from typing import Any
 
 from hepgg.lib.redis import async_redis, redis_configured
 
@@ -174,12 +176,23 @@ def _argv(mode: str, limits: Limits, tokens: int = 0, cost: float = 0.0) -> list
     ]
 
 
+_scripts: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+async def _run_script(keys: list[str], argv: list[str | int]) -> Any:
+    """Run ``_SCRIPT`` by its SHA (EVALSHA: the source is sent once per client, not per call)."""
+    client = async_redis()
+    script = _scripts.get(client)
+    if script is None:
+        script = _scripts[client] = client.register_script(_SCRIPT)
+    return await script(keys=keys, args=argv)
+
+
 async def acquire(subject: str, limits: Limits, *, period: str) -> Decision:
     """Check every limit of ``subject`` and take one request, all at once or not at all."""
     keys = _keys(subject, period)
     if redis_configured():
-        client = async_redis()
-        raw = await client.eval(_SCRIPT, 3, *keys, *_argv("acquire", limits))
+        raw = await _run_script(keys, _argv("acquire", limits))
         reason = raw[0].decode() if isinstance(raw[0], bytes) else str(raw[0])
         retry, req, tok = (float(x) for x in raw[1:4])
     else:
@@ -202,7 +215,7 @@ async def charge(subject: str, limits: Limits, *, period: str, tokens: int, cost
         return
     keys = _keys(subject, period)
     if redis_configured():
-        await async_redis().eval(_SCRIPT, 3, *keys, *_argv("charge", limits, tokens, cost))
+        await _run_script(keys, _argv("charge", limits, tokens, cost))
     else:
         _local.charge(keys, limits, tokens, cost)
 
