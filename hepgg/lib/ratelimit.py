@@ -10,12 +10,19 @@ the limit per 60 s), the model OpenAI describes for its own limits:
 - ``charge`` takes the tokens actually used (the bucket may go negative: the debt blocks the next
   requests until it has refilled) and adds the cost to the month's spend.
 
+With Redis, ``charge`` costs no round trip of its own: the charge waits in this process and
+travels with the subject's next ``acquire`` (the script applies it before it decides, so this
+process's next request already sees it), or with the batch a flusher task sends every
+``CHARGE_FLUSH_SECONDS`` in one pipeline, so other processes see it within that time.
+
 The spend counter lives only in the shared store; when it is missing (a new month, a flushed
 Redis) ``acquire`` answers ``budget_unknown`` and the caller seeds it from the database.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 import threading
 import time
@@ -25,7 +32,10 @@ from typing import Any
 
 from hepgg.lib.redis import async_redis, redis_configured
 
+logger = logging.getLogger(__name__)
+
 _NAMESPACE = "hepgg:rl:"
+CHARGE_FLUSH_SECONDS = 0.1
 _BUCKET_TTL_MS = 120_000  # a bucket is full again after 60 s; keep it a little longer
 _SPEND_TTL_MS = 40 * 24 * 3600 * 1000  # a month and then some
 
@@ -58,6 +68,7 @@ def _keys(subject: str, period: str) -> list[str]:
 
 
 # ARGV: mode ("acquire" | "charge"), rpm, tpm, budget (0 = none), tokens, cost, ttls.
+# Both modes first apply the charge (tokens, cost) they carry; "acquire" then decides.
 _SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -75,13 +86,12 @@ local function store(key, val)
   redis.call('HSET', key, 'v', tostring(val), 't', tostring(now))
   redis.call('PEXPIRE', key, ARGV[7])
 end
-if mode == 'charge' then
-  if tpm > 0 then store(KEYS[2], level(KEYS[2], tpm) - tonumber(ARGV[5])) end
-  if budget > 0 and redis.call('EXISTS', KEYS[3]) == 1 then
-    redis.call('INCRBYFLOAT', KEYS[3], ARGV[6])
-  end
-  return {}
+local tokens, cost = tonumber(ARGV[5]), tonumber(ARGV[6])
+if tpm > 0 and tokens ~= 0 then store(KEYS[2], level(KEYS[2], tpm) - tokens) end
+if budget > 0 and cost ~= 0 and redis.call('EXISTS', KEYS[3]) == 1 then
+  redis.call('INCRBYFLOAT', KEYS[3], ARGV[6])
 end
+if mode == 'charge' then return {} end
 local req = rpm > 0 and level(KEYS[1], rpm) or 0
 local tok = tpm > 0 and level(KEYS[2], tpm) or 0
 local reason, retry = '', 0
@@ -176,23 +186,74 @@ def _argv(mode: str, limits: Limits, tokens: int = 0, cost: float = 0.0) -> list
     ]
 
 
+class _PendingCharges:
+    """Charges not yet in Redis, summed per (subject, period), and the task that sends them."""
+
+    def __init__(self) -> None:
+        self._charges: dict[tuple[str, str], tuple[Limits, int, float]] = {}
+        self._flushers: set[asyncio.Task[None]] = set()  # asyncio keeps only weak references
+        self._flusher_loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+
+    def add(self, subject: str, period: str, limits: Limits, tokens: int, cost: float) -> None:
+        _limits, old_tokens, old_cost = self._charges.get((subject, period), (limits, 0, 0.0))
+        self._charges[(subject, period)] = (limits, old_tokens + tokens, old_cost + cost)
+        loop = asyncio.get_running_loop()
+        if loop not in self._flusher_loops:
+            self._flusher_loops.add(loop)
+            task = loop.create_task(self._flush_forever())
+            self._flushers.add(task)
+            task.add_done_callback(self._flushers.discard)
+
+    def take(self, subject: str, period: str) -> tuple[int, float]:
+        _limits, tokens, cost = self._charges.pop((subject, period), (None, 0, 0.0))
+        return tokens, cost
+
+    async def flush(self) -> None:
+        charges, self._charges = self._charges, {}
+        if not charges:
+            return
+        client = async_redis()
+        script = _script(client)
+        async with client.pipeline(transaction=False) as pipe:
+            for (subject, period), (limits, tokens, cost) in charges.items():
+                await script(
+                    keys=_keys(subject, period),
+                    args=_argv("charge", limits, tokens, cost),
+                    client=pipe,
+                )
+            await pipe.execute()
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(CHARGE_FLUSH_SECONDS)
+            try:
+                await self.flush()
+            except Exception:  # Redis unreachable: the limits go easy rather than the requests
+                logger.warning("could not send rate-limit charges to Redis", exc_info=True)
+
+
+_pending = _PendingCharges()
 _scripts: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+def _script(client: Any) -> Any:
+    script = _scripts.get(client)
+    if script is None:
+        script = _scripts[client] = client.register_script(_SCRIPT)
+    return script
 
 
 async def _run_script(keys: list[str], argv: list[str | int]) -> Any:
     """Run ``_SCRIPT`` by its SHA (EVALSHA: the source is sent once per client, not per call)."""
-    client = async_redis()
-    script = _scripts.get(client)
-    if script is None:
-        script = _scripts[client] = client.register_script(_SCRIPT)
-    return await script(keys=keys, args=argv)
+    return await _script(async_redis())(keys=keys, args=argv)
 
 
 async def acquire(subject: str, limits: Limits, *, period: str) -> Decision:
     """Check every limit of ``subject`` and take one request, all at once or not at all."""
     keys = _keys(subject, period)
     if redis_configured():
-        raw = await _run_script(keys, _argv("acquire", limits))
+        tokens, cost = _pending.take(subject, period)
+        raw = await _run_script(keys, _argv("acquire", limits, tokens, cost))
         reason = raw[0].decode() if isinstance(raw[0], bytes) else str(raw[0])
         retry, req, tok = (float(x) for x in raw[1:4])
     else:
@@ -213,11 +274,10 @@ async def charge(subject: str, limits: Limits, *, period: str, tokens: int, cost
     """Take the tokens a finished request used, and add its cost to the month's spend."""
     if not (limits.tokens_per_minute or limits.monthly_budget_usd):
         return
-    keys = _keys(subject, period)
     if redis_configured():
-        await _run_script(keys, _argv("charge", limits, tokens, cost))
+        _pending.add(subject, period, limits, tokens, cost)
     else:
-        _local.charge(keys, limits, tokens, cost)
+        _local.charge(_keys(subject, period), limits, tokens, cost)
 
 
 async def seed_spend(subject: str, *, period: str, spent: float) -> None:
@@ -227,6 +287,12 @@ async def seed_spend(subject: str, *, period: str, spent: float) -> None:
         await async_redis().set(key, repr(float(spent)), nx=True, px=_SPEND_TTL_MS)
     else:
         _local.seed(key, spent)
+
+
+async def flush_charges() -> None:
+    """Send the charges waiting in this process now (graceful shutdown, tests)."""
+    if redis_configured():
+        await _pending.flush()
 
 
 def clear_local() -> None:

@@ -9,6 +9,7 @@ import uuid
 import pytest
 
 from hepgg.lib import ratelimit, tokencount
+from hepgg.lib.redis import sync_redis
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -51,6 +52,23 @@ def test_charged_tokens_block_the_next_request_until_they_refill(backend: str) -
     assert first.allowed and first.tokens_remaining == 100
     assert not second.allowed and second.reason == "tokens"
     assert second.retry_after > 30  # a debt of 60 tokens takes ~36 s to repay at 100/min
+
+
+def test_a_charge_reaches_redis_for_other_processes_within_the_flush_interval(
+    requires_redis: str,
+) -> None:
+    subject, limits = str(uuid.uuid4()), ratelimit.Limits(tokens_per_minute=100)
+
+    async def scenario() -> None:
+        await ratelimit.acquire(subject, limits, period="2026-01")
+        await ratelimit.charge(subject, limits, period="2026-01", tokens=70, cost=0)
+        await asyncio.sleep(ratelimit.CHARGE_FLUSH_SECONDS * 5)  # no acquire carries it here
+
+    run(scenario())
+    # What another process finds in Redis: the bucket already holds the 70-token debt.
+    tokens_key = f"hepgg:rl:{{{subject}}}:tok"
+    level = float(sync_redis().hget(tokens_key, "v"))
+    assert 29 <= level <= 31
 
 
 def test_the_budget_is_unknown_until_seeded_then_refuses_once_spent(backend: str) -> None:
