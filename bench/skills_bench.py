@@ -1,7 +1,7 @@
 """Benchmark of the skills site: public SKILL.md reads, and one big import.
 
     .venv/bin/python bench/skills_bench.py [--server uvicorn|daphne] [--workers N]
-        [--skills 1000] [--duration 15] [--warmup 10] [--connections 32]
+        [--skills 1000] [--duration 15] [--warmup 15] [--connections 32]
 
 It builds a throwaway data folder (SQLite, no Redis unless REDIS_URL is set), seeds ``--skills``
 skills, serves ``hepgg.asgi:application`` on 127.0.0.1 and drives it with ``wrk -c32`` over all
@@ -250,7 +250,7 @@ def main() -> None:
     parser.add_argument("--skills", type=int, default=1000)
     parser.add_argument("--duration", type=int, default=15)
     parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--warmup", type=int, default=10, help="seconds of warm-up per run")
+    parser.add_argument("--warmup", type=int, default=15, help="seconds of warm-up per run")
     parser.add_argument("--keep", action="store_true", help="keep the data folder")
     args = parser.parse_args()
     if not shutil.which("wrk"):

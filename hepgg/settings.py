@@ -51,8 +51,9 @@ if not DEBUG and not ALLOWED_HOSTS:
     ALLOWED_HOSTS = [environ.urlparse(GATEWAY_PUBLIC_URL).hostname or "localhost", *SKILLS_HOSTS]
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[GATEWAY_PUBLIC_URL])
 
+# Not "daphne": its app config imports Twisted (~20 MB) into every process, uvicorn workers
+# included, only to take over `runserver`; `daphne hepgg.asgi:application` needs no app entry.
 INSTALLED_APPS = [
-    "daphne",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
