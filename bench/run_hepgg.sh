@@ -46,6 +46,8 @@ esac
     --hepgg-model cf-gpt-oss-20b --hepgg-cmd "$cmd" "$@"
 .venv/bin/python bench/run_anthropic.py --hepgg-url "http://127.0.0.1:$PORT/anthropic/$token" \
     --hepgg-cmd "$cmd" "$@"
+.venv/bin/python bench/open_streams.py --hepgg-url "http://127.0.0.1:$PORT/anthropic/$token" \
+    --hepgg-cmd "$cmd" --streams "${STREAMS:-500}"
 .venv/bin/python - <<'PY'
 import os, django
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hepgg.settings")

@@ -117,6 +117,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: cache, rate limits, Celery broker, channel layer --------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")
+# Connections each pool (one per process and event loop) may open; more requests wait for one.
+REDIS_MAX_CONNECTIONS = env.int("REDIS_MAX_CONNECTIONS", default=50)
 
 if REDIS_URL:
     CACHES = {

@@ -2,6 +2,10 @@
 
 An asyncio connection pool belongs to the loop that created it, so sharing one across loops
 (tests start several) breaks in confusing ways; a client per loop avoids that.
+
+The pools are *blocking* pools of ``REDIS_MAX_CONNECTIONS``: a burst of requests waits a moment
+for a free connection instead of failing with "Too many connections" (redis-py's default pool
+raises once it is full; 500 Claude streams opened at once did exactly that).
 """
 
 from __future__ import annotations
@@ -31,9 +35,14 @@ def sync_redis() -> redis.Redis:
     if _sync_client is None:
         with _sync_lock:
             if _sync_client is None:
-                _sync_client = redis.Redis.from_url(
-                    settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=5
+                pool = redis.BlockingConnectionPool.from_url(
+                    settings.REDIS_URL,
+                    max_connections=settings.REDIS_MAX_CONNECTIONS,
+                    timeout=5,
+                    socket_connect_timeout=2,
+                    socket_timeout=5,
                 )
+                _sync_client = redis.Redis(connection_pool=pool)
     return _sync_client
 
 
@@ -42,8 +51,13 @@ def async_redis() -> aredis.Redis:
     loop = asyncio.get_running_loop()
     client = _async_clients.get(loop)
     if client is None:
-        client = aredis.Redis.from_url(
-            settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=5
+        pool = aredis.BlockingConnectionPool.from_url(
+            settings.REDIS_URL,
+            max_connections=settings.REDIS_MAX_CONNECTIONS,
+            timeout=5,
+            socket_connect_timeout=2,
+            socket_timeout=5,
         )
+        client = aredis.Redis(connection_pool=pool)
         _async_clients[loop] = client
     return client
