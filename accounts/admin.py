@@ -28,6 +28,7 @@ from accounts.services import (
     skills_key_issue,
 )
 from catalog.models import CatalogModel
+from hepgg.lib.admin import ReadOnlyInline
 
 
 class CreateAccountForm(forms.Form):
@@ -49,18 +50,6 @@ class MintKeyForm(forms.Form):
 
 class LabelForm(forms.Form):
     name = forms.CharField(max_length=100, required=False)
-
-
-class ReadOnlyInline(admin.TabularInline):
-    extra = 0
-    can_delete = False
-    show_change_link = True
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 class MasterTokenInline(ReadOnlyInline):

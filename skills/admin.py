@@ -18,6 +18,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from accounts.models import Account
+from hepgg.lib.admin import ReadOnlyInline
 from skills import services
 from skills.archives import UploadRejected
 from skills.models import Skill, SkillFile, SkillVersion, Visibility
@@ -32,7 +33,7 @@ class UploadForm(forms.Form):
     )
 
 
-class SkillVersionInline(admin.TabularInline):
+class SkillVersionInline(ReadOnlyInline):
     model = SkillVersion
     fields = [
         "number",
@@ -44,15 +45,6 @@ class SkillVersionInline(admin.TabularInline):
         "created_at",
     ]
     readonly_fields = fields
-    extra = 0
-    can_delete = False
-    show_change_link = True
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     @admin.display(description="warnings")
     def warning_count(self, version: SkillVersion) -> int:

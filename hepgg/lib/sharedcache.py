@@ -16,6 +16,7 @@ while this process's listener is subscribed, a read that raced an invalidation i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import threading
@@ -100,12 +101,17 @@ class _NearCache:
 
     async def _listen(self) -> None:
         pubsub = async_redis().pubsub()
+        task = asyncio.current_task()
         try:
             await pubsub.subscribe(INVALIDATIONS)
             self.drop(None)  # anything kept before this subscription may have missed a message
             self.live = True
-            async for message in pubsub.listen():
-                if message["type"] == "message":
+            # Polling with a timeout rather than ``listen()``: redis-py can swallow a
+            # cancellation that lands inside its connect or read, and a loop that is shutting
+            # down (asyncio.run, async_to_sync) would then wait for this task forever.
+            while task is None or not task.cancelling():
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
+                if message is not None and message["type"] == "message":
                     self.drop(message["data"].decode())
         except asyncio.CancelledError:
             raise
@@ -114,7 +120,9 @@ class _NearCache:
         finally:
             self.live = False
             self.drop(None)
-            await pubsub.aclose()
+            # Bounded, for the same reason: closing must not hold a loop's shutdown up.
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(pubsub.aclose(), timeout=1)
 
 
 _near = _NearCache()
