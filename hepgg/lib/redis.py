@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
+from typing import Any
 
 import redis
 import redis.asyncio as aredis
@@ -29,19 +30,23 @@ def redis_configured() -> bool:
     return bool(settings.REDIS_URL)
 
 
+def _pool_options() -> dict[str, Any]:
+    return {
+        "url": settings.REDIS_URL,
+        "max_connections": settings.REDIS_MAX_CONNECTIONS,
+        "timeout": 5,  # seconds to wait for a free connection
+        "socket_connect_timeout": 2,
+        "socket_timeout": 5,
+    }
+
+
 def sync_redis() -> redis.Redis:
     """The process's Redis client. Only call it when ``REDIS_URL`` is set."""
     global _sync_client
     if _sync_client is None:
         with _sync_lock:
             if _sync_client is None:
-                pool = redis.BlockingConnectionPool.from_url(
-                    settings.REDIS_URL,
-                    max_connections=settings.REDIS_MAX_CONNECTIONS,
-                    timeout=5,
-                    socket_connect_timeout=2,
-                    socket_timeout=5,
-                )
+                pool = redis.BlockingConnectionPool.from_url(**_pool_options())
                 _sync_client = redis.Redis(connection_pool=pool)
     return _sync_client
 
@@ -51,13 +56,7 @@ def async_redis() -> aredis.Redis:
     loop = asyncio.get_running_loop()
     client = _async_clients.get(loop)
     if client is None:
-        pool = aredis.BlockingConnectionPool.from_url(
-            settings.REDIS_URL,
-            max_connections=settings.REDIS_MAX_CONNECTIONS,
-            timeout=5,
-            socket_connect_timeout=2,
-            socket_timeout=5,
-        )
+        pool = aredis.BlockingConnectionPool.from_url(**_pool_options())
         client = aredis.Redis(connection_pool=pool)
         _async_clients[loop] = client
     return client
