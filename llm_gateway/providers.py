@@ -127,11 +127,6 @@ async def aroute(model_id: int) -> Route | None:
         _loading.pop(model_id, None)
 
 
-def forget_routes() -> None:
-    """Drop the per-process cache (tests, or after a catalog edit in this process)."""
-    _routes.clear()
-
-
 def error_from_body(body: bytes) -> tuple[str, str | None]:
     """(message, code) of an upstream error body: OpenAI's error object, Cloudflare's envelope
     ``{"success": false, "errors": [{"code", "message"}]}``, or whatever text came back."""

@@ -7,9 +7,12 @@ DevTools websocket and aiohttp's client are all it takes to navigate, type, clic
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -89,12 +92,15 @@ class Browser:
     """``async with Browser() as browser: page = await browser.page()``."""
 
     async def __aenter__(self) -> Browser:
-        self._profile = tempfile.TemporaryDirectory(prefix="hepgg-chromium-")
+        # Chromium's helper processes may still write to the profile as it is removed.
+        self._profile = tempfile.TemporaryDirectory(
+            prefix="hepgg-chromium-", ignore_cleanup_errors=True
+        )
         port = free_port()
         self._process = subprocess.Popen(
             [chromium_path(), *FLAGS, f"--remote-debugging-port={port}",
              f"--user-data-dir={self._profile.name}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
         self._http = aiohttp.ClientSession(f"http://127.0.0.1:{port}")
         for _ in range(200):
@@ -126,10 +132,13 @@ class Browser:
         for ws in self._sockets:
             await ws.close()
         await self._http.close()
-        self._process.terminate()
+        # The whole process group: the browser's renderer and helper processes too.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self._process.pid, signal.SIGTERM)
         try:
             self._process.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            self._process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._process.pid, signal.SIGKILL)
             self._process.wait()
         self._profile.cleanup()

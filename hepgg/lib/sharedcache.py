@@ -182,17 +182,6 @@ async def aget(key: str) -> Any | None:
     return value
 
 
-async def aset(key: str, value: Any, ttl: float) -> None:
-    raw = json.dumps(value)
-    if redis_configured():
-        client = async_redis()
-        await client.set(_key(key), raw, px=int(ttl * 1000))
-        _near.drop(_key(key))
-        await client.publish(INVALIDATIONS, _key(key))
-    else:
-        _local.set(_key(key), raw, ttl)
-
-
 async def aadd(key: str, value: Any, ttl: float) -> bool:
     raw = json.dumps(value)
     if redis_configured():
