@@ -245,17 +245,20 @@ class SkillVersionAdmin(admin.ModelAdmin):
 
     @admin.action(description="Hide selected versions (moderation)")
     def hide(self, request: HttpRequest, queryset: QuerySet[SkillVersion]) -> None:
-        versions = list(queryset.select_related("skill"))
-        for version in versions:
-            services.skill_version_update(version=version, hidden=True)
-        self.message_user(request, f"Hid {len(versions)} version(s).", messages.SUCCESS)
+        self._set_hidden(request, queryset, hidden=True)
 
     @admin.action(description="Unhide selected versions")
     def unhide(self, request: HttpRequest, queryset: QuerySet[SkillVersion]) -> None:
+        self._set_hidden(request, queryset, hidden=False)
+
+    def _set_hidden(
+        self, request: HttpRequest, queryset: QuerySet[SkillVersion], *, hidden: bool
+    ) -> None:
         versions = list(queryset.select_related("skill"))
         for version in versions:
-            services.skill_version_update(version=version, hidden=False)
-        self.message_user(request, f"Unhid {len(versions)} version(s).", messages.SUCCESS)
+            services.skill_version_update(version=version, hidden=hidden)
+        verb = "Hid" if hidden else "Unhid"
+        self.message_user(request, f"{verb} {len(versions)} version(s).", messages.SUCCESS)
 
     @admin.action(description="Delete selected versions")
     def delete_versions(self, request: HttpRequest, queryset: QuerySet[SkillVersion]) -> None:

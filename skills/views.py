@@ -180,12 +180,9 @@ async def site_index(request: HttpRequest, key: str | None = None) -> HttpRespon
     ok, entries = await _listing(key)
     if not ok:
         return responses.not_found(key=key)
-    site = responses.site_url(request, key)
     if not _wants_html(request):
-        body = rendering.index_markdown(site_url=site, entries=entries, private=key is not None)
-        return responses.text(
-            request, body, content_type=responses.MARKDOWN, key=key, vary_accept=True
-        )
+        return _markdown_index(request, key, entries, vary_accept=True)
+    site = responses.site_url(request, key)
     query = request.GET.get("q", "").strip()
     if query:
         folded = query.casefold()
@@ -215,9 +212,18 @@ async def llms_txt(request: HttpRequest, key: str | None = None) -> HttpResponse
     ok, entries = await _listing(key)
     if not ok:
         return responses.not_found(key=key)
+    return _markdown_index(request, key, entries)
+
+
+def _markdown_index(
+    request: HttpRequest, key: str | None, entries: list[dict], *, vary_accept: bool = False
+) -> HttpResponse:
+    """The markdown index that ``/`` (for agents) and ``/llms.txt`` both serve."""
     site = responses.site_url(request, key)
     body = rendering.index_markdown(site_url=site, entries=entries, private=key is not None)
-    return responses.text(request, body, content_type=responses.MARKDOWN, key=key)
+    return responses.text(
+        request, body, content_type=responses.MARKDOWN, key=key, vary_accept=vary_accept
+    )
 
 
 @require_http_methods(_READ)
