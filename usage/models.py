@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from django.db import models
-from django.db.models import Count, F, Sum
+from django.db.models import Count, F, Q, Sum
 from django.db.models.functions import Coalesce, TruncDay, TruncMonth, TruncWeek
 from django.utils import timezone
 
@@ -57,6 +57,20 @@ def _bucket_label(value: Any, group_by: str) -> str | None:
     if isinstance(value, datetime):
         return value.strftime("%Y-%m") if group_by == "month" else value.date().isoformat()
     return str(value)
+
+
+def dedupe_key(*, source: str, request_id: str, message_id: str) -> str:
+    """The key that makes one upstream request one event per account.
+
+    Claude traffic (the proxy, ``ccas sync``) is keyed by the upstream request id, else by the
+    message id, so a request metered by the proxy and read again from a transcript counts once.
+    Events with neither (and the gateway's, whose ids the gateway mints itself) are not deduped.
+    """
+    if source not in (Source.PROXY, Source.SYNC):
+        return ""
+    if request_id:
+        return request_id[:200]
+    return f"msg:{message_id[:200]}" if message_id else ""
 
 
 class UsageEventQuerySet(models.QuerySet["UsageEvent"]):
@@ -111,16 +125,24 @@ class UsageEvent(models.Model):
     request_id = models.CharField(max_length=200, blank=True)  # upstream request id
     message_id = models.CharField(max_length=200, blank=True)
     session_id = models.CharField(max_length=200, blank=True)
+    # One upstream request is one event, whichever source reported it first: see ``dedupe_key``.
+    dedupe_key = models.CharField(max_length=210, blank=True)
+    # When the row was last written (insert, or a proxy record replacing a synced one): the
+    # rollups recompute the buckets of rows written since their watermark, late ones included.
+    recorded_at = models.DateTimeField(default=timezone.now, db_index=True)
     # Anything else worth keeping (cache 5m/1h split, agent id, request class, stream flag…).
     details = models.JSONField(default=dict, blank=True)
 
     objects = UsageEventQuerySet.as_manager()
 
     class Meta:
-        indexes = [
-            models.Index(fields=["account", "occurred_at"]),
-            models.Index(fields=["account", "request_id"]),
-            models.Index(fields=["account", "message_id"]),
+        indexes = [models.Index(fields=["account", "occurred_at"])]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "dedupe_key"],
+                condition=~Q(dedupe_key=""),
+                name="usage_event_unique_upstream_request",
+            )
         ]
         ordering = ["-occurred_at"]
 

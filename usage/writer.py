@@ -79,12 +79,20 @@ _EVENT_COLUMNS = (
     "account_id", "source", "model", "api_key_id", "machine_id", "occurred_at", "input_tokens",
     "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "estimated",
     "cost_usd", "status_code", "stop_reason", "latency_ms", "ttfb_ms", "request_id",
-    "message_id", "session_id", "details",
+    "message_id", "session_id", "dedupe_key", "recorded_at", "details",
 )  # fmt: skip
+
+# One upstream request is one event (``usage.models.dedupe_key``): a second record of it is
+# dropped, except that a proxy record replaces a synced one, since the proxy saw the real counts
+# (transcripts under-record output tokens).
+_ON_CONFLICT = (
+    "ON CONFLICT ({account}, {key}) WHERE NOT ({key} = '') DO UPDATE SET {assignments} "
+    "WHERE {table}.{source} = 'sync' AND EXCLUDED.{source} = 'proxy'"
+)
 
 
 def _insert_events(rows: list[tuple[Any, ...]]) -> None:
-    """One ``executemany`` INSERT for the whole batch.
+    """One ``executemany`` INSERT for the whole batch (an upsert: see ``_ON_CONFLICT``).
 
     Not ``bulk_create``: building a model instance per event cost the gateway a fifth of its CPU
     under load (profiled); each column is prepared by its own field, as the ORM would.
@@ -108,10 +116,23 @@ def _insert_events(rows: list[tuple[Any, ...]]) -> None:
             values[i] = column.get_db_prep_save(values[i], connection)
         prepared.append(values)
     quote = connection.ops.quote_name
-    sql = "INSERT INTO {} ({}) VALUES ({})".format(  # noqa: S608 - names from the model
-        quote(UsageEvent._meta.db_table),
+    table = quote(UsageEvent._meta.db_table)
+    on_conflict = _ON_CONFLICT.format(
+        account=quote("account_id"),
+        key=quote("dedupe_key"),
+        table=table,
+        source=quote("source"),
+        assignments=", ".join(
+            f"{quote(c.column)} = EXCLUDED.{quote(c.column)}"
+            for c in columns
+            if c.column not in ("account_id", "dedupe_key")
+        ),
+    )
+    sql = "INSERT INTO {} ({}) VALUES ({}) {}".format(  # noqa: S608 - names from the model
+        table,
         ", ".join(quote(column.column) for column in columns),
         ", ".join(["%s"] * len(columns)),
+        on_conflict,
     )
     with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
         cursor.executemany(sql, prepared)
@@ -181,8 +202,10 @@ class UsageWriter:
 
     def _write(self, batch: list[UsageRecord], keys: set[int], machines: set[int]) -> None:
         from accounts.models import ApiKey, Machine
+        from usage.models import dedupe_key
 
         prices = _prices_by_slug({r.model for r in batch if r.source != "sync"})
+        now = timezone.now()
         _insert_events(
             [
                 (
@@ -191,12 +214,13 @@ class UsageWriter:
                     r.cache_creation_input_tokens, r.cache_read_input_tokens, r.estimated,
                     _cost(r, prices.get(r.model)), r.status_code, r.stop_reason[:64],
                     r.latency_ms, r.ttfb_ms, r.request_id[:200], r.message_id[:200],
-                    r.session_id[:200], r.details,
+                    r.session_id[:200],
+                    dedupe_key(source=r.source, request_id=r.request_id, message_id=r.message_id),
+                    now, r.details,
                 )
                 for r in batch
             ]
         )  # fmt: skip
-        now = timezone.now()
         # The condition keeps each row to one write a minute however many processes touch it.
         stale = now - timedelta(seconds=settings.LAST_USED_RESOLUTION_SECONDS)
         if keys:

@@ -94,3 +94,45 @@ def test_last_used_is_written_at_most_once_a_minute(member, catalog_model) -> No
     key.refresh_from_db()
     assert key.last_used_at > first - timedelta(seconds=1)
     assert key.last_used_at <= timezone.now()
+
+
+def test_one_upstream_request_is_one_event_and_the_proxy_record_wins(member) -> None:
+    writer = UsageWriter()
+    synced = UsageRecord(
+        account_id=member.account.id, source="sync", model="claude-sonnet-4-5",
+        request_id="req_01", message_id="msg_01", output_tokens=3,
+    )  # fmt: skip
+    writer.record(synced)
+    writer.flush()
+    # The proxy saw the same request: its counts replace the transcript's.
+    writer.record(
+        UsageRecord(
+            account_id=member.account.id, source="proxy", model="claude-sonnet-4-5",
+            request_id="req_01", message_id="msg_01", output_tokens=120,
+        )
+    )  # fmt: skip
+    writer.flush()
+    # A later sync of the same request, and a replayed proxy record, change nothing.
+    writer.record(synced)
+    writer.record(
+        UsageRecord(
+            account_id=member.account.id, source="proxy", request_id="req_01", output_tokens=1
+        )
+    )
+    writer.flush()
+    rows = list(UsageEvent.objects.values_list("source", "output_tokens", "dedupe_key"))
+    assert rows == [("proxy", 120, "req_01")]
+
+
+def test_records_without_an_upstream_id_are_never_merged(member, other_member) -> None:
+    writer = UsageWriter()
+    for account in (member.account, member.account, other_member.account):
+        writer.record(UsageRecord(account_id=account.id, source="proxy", output_tokens=1))
+        writer.record(UsageRecord(account_id=account.id, source="gateway", request_id="cf-1"))
+    # The same upstream id in two accounts is two events.
+    writer.record(UsageRecord(account_id=member.account.id, source="proxy", message_id="msg_9"))
+    writer.record(
+        UsageRecord(account_id=other_member.account.id, source="sync", message_id="msg_9")
+    )
+    assert writer.flush() == 8
+    assert UsageEvent.objects.count() == 8
