@@ -23,10 +23,10 @@ def bearer_value(header: bytes) -> str | None:
 
 def wrong_type_message(expected: Kind, sent: Kind | None) -> str:
     """What a user who sent the wrong kind of credential needs to read (never the value)."""
-    wanted = f"This endpoint expects a {expected.value} ({expected.example})"
+    wanted = f"This endpoint expects {expected.with_article} ({expected.example})"
     if sent is None or sent is expected:
         return f"Invalid {expected.value}. {wanted}."
-    return f"{wanted}, but a {sent.value} ({sent.example}) was sent."
+    return f"{wanted}, but {sent.with_article} ({sent.example}) was sent."
 
 
 class MasterTokenAuthentication(BaseAuthentication):

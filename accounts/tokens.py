@@ -22,6 +22,11 @@ class Kind(enum.Enum):
     SKILLS = "skills access key"
 
     @property
+    def with_article(self) -> str:
+        """The kind with its article ("a master token", "an API key"), for messages."""
+        return ("an " if self.value[0] in "aeiouAEIOU" else "a ") + self.value
+
+    @property
     def example(self) -> str:
         return {
             Kind.MASTER: "hyd_…",

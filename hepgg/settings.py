@@ -11,7 +11,6 @@ import secrets
 from pathlib import Path
 
 import environ
-from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -23,16 +22,22 @@ DATA_DIR.mkdir(parents=True, exist_ok=True)
 DEBUG = env.bool("DEBUG", default=True)
 
 
+def _refuse(message: str) -> None:
+    """Stop with one line on stderr and exit status 1: a configuration mistake needs a sentence
+    that says what to set, not a traceback (the settings are imported by every entry point)."""
+    raise SystemExit(f"hepgg: {message}")
+
+
 def _secret_key() -> str:
     """The configured key; in DEBUG, one generated once and kept in the data folder."""
     configured = env.str("SECRET_KEY", default="")
     if configured:
         return configured
     if not DEBUG:
-        raise ImproperlyConfigured(
+        _refuse(
             "SECRET_KEY is not set. With DEBUG off hepgg refuses to start without one: "
             "set SECRET_KEY to a long random string (e.g. the output of "
-            "`python -c 'import secrets; print(secrets.token_urlsafe(50))'`)."
+            "`python3 -c 'import secrets; print(secrets.token_urlsafe(50))'`)."
         )
     path = DATA_DIR / "secret_key"
     if not path.exists():
@@ -232,7 +237,7 @@ PROXY_UPSTREAM_CONNECT_TIMEOUT = env.float("PROXY_UPSTREAM_CONNECT_TIMEOUT", def
 # Request bodies are streamed upstream, never buffered; above this size the proxy answers 413.
 PROXY_MAX_BODY_BYTES = env.int("PROXY_MAX_BODY_BYTES", default=64 * 1024 * 1024)
 if PROXY_MAX_BODY_BYTES < 32 * 1024 * 1024:
-    raise ImproperlyConfigured("PROXY_MAX_BODY_BYTES must be at least 32 MiB (33554432).")
+    _refuse("PROXY_MAX_BODY_BYTES must be at least 32 MiB (33554432).")
 # How often the latest anthropic-ratelimit-unified-* values per machine are written.
 PROXY_RATELIMIT_FLUSH_SECONDS = env.float("PROXY_RATELIMIT_FLUSH_SECONDS", default=5.0)
 

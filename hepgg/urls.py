@@ -6,8 +6,14 @@ from django.urls import include, path
 
 from catalog.views import public_models
 from hepgg import health
+from hepgg.home import home
+
+admin.site.site_header = "hepgg dashboard"
+admin.site.site_title = "hepgg"
+admin.site.index_title = "Credentials, skills, models and usage"
 
 urlpatterns = [
+    path("", home),
     path("healthz", health.healthz),
     path("readyz", health.readyz),
     path("models", public_models),

@@ -55,14 +55,31 @@ class GatewayError(Exception):
         return self.status, headers, orjson.dumps(self.body())
 
 
+def bearer_challenge(description: str | None) -> bytes:
+    """``WWW-Authenticate`` for a refused bearer credential (RFC 6750 section 3).
+
+    With no credential at all the challenge carries no error code; otherwise ``invalid_token``
+    and a description, which the RFC restricts to printable ASCII without ``"`` or ``\\``.
+    """
+    if description is None:
+        return b'Bearer realm="hepgg"'
+    text = description.replace("\u2026", "...")
+    text = "".join(c for c in text if " " <= c <= "~" and c not in '"\\')
+    return f'Bearer realm="hepgg", error="invalid_token", error_description="{text}"'.encode()
+
+
 class InvalidApiKey(GatewayError):
-    def __init__(self, hint: str | None = None) -> None:
+    """The contract's exact 401 body; the hint, if any, also travels in ``WWW-Authenticate``
+    where SDKs that print only the status line still let a person find it."""
+
+    def __init__(self, hint: str | None = None, *, presented: bool = True) -> None:
+        description = (hint or "Invalid API key") if presented else None
         super().__init__(
             401,
             "Invalid API key",
             type="invalid_request_error",
             code="invalid_api_key",
-            headers=[(b"www-authenticate", b'Bearer realm="hepgg"')],
+            headers=[(b"www-authenticate", bearer_challenge(description))],
         )
         self.hint = hint
 

@@ -53,13 +53,13 @@ async def api_key_authenticate(*, authorization: bytes | None) -> ApiKeyIdentity
     scheme, _, value = (authorization or b"").decode("latin-1").strip().partition(" ")
     value = value.strip()
     if scheme.lower() != "bearer" or not value:
-        raise InvalidApiKey()
+        raise InvalidApiKey(presented=bool(authorization))
     kind = claimed_kind(value)
     if kind is not Kind.API_KEY:
         hint = None
         if kind is not None:
             hint = (
-                f"This is a {kind.value} ({kind.example}); /v1 takes an API key "
+                f"This is {kind.with_article} ({kind.example}); /v1 takes an API key "
                 f"({Kind.API_KEY.example}) minted for a model."
             )
         raise InvalidApiKey(hint)

@@ -72,7 +72,7 @@ def _auth_error(token: str) -> ProxyError:
     message = "Invalid proxy token: use the base URL `ccas init` printed, /anthropic/pt_..."
     kind = claimed_kind(token) if token else None
     if kind is not None and kind is not Kind.PROXY:
-        message += f" (the path holds a {kind.value}, not a proxy token)"
+        message += f" (the path holds {kind.with_article}, not a proxy token)"
     return ProxyError(401, "authentication_error", message)
 
 

@@ -65,7 +65,22 @@ def test_database_and_redis_urls_switch_to_postgres_redis_and_workers(tmp_path) 
     ]
 
 
-def test_debug_off_without_a_secret_key_refuses_to_start(tmp_path) -> None:
+def test_debug_off_without_a_secret_key_refuses_to_start_with_one_line(tmp_path) -> None:
     result = django_shell("", {"HEPGG_DATA_DIR": str(tmp_path), "DEBUG": "false"})
     assert result.returncode != 0
-    assert "SECRET_KEY is not set" in result.stderr
+    assert result.stderr.startswith("hepgg: SECRET_KEY is not set.")
+    assert len(result.stderr.strip().splitlines()) == 1  # a sentence, not a traceback
+
+
+def test_the_server_refuses_to_start_with_the_same_line(tmp_path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "daphne", "-p", "0", "hepgg.asgi:application"],
+        cwd=ROOT,
+        env={**BARE_ENV, "HEPGG_DATA_DIR": str(tmp_path), "DEBUG": "false"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1].startswith("hepgg: SECRET_KEY is not set.")
+    assert "Traceback" not in result.stderr

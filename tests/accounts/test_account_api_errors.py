@@ -42,14 +42,14 @@ def test_wrong_credential_types_get_a_hint_and_never_an_echo(client, member, cat
     _machine, proxy_token = machine_register(account=member.account, hostname="box")
     _skills, skills_key = skills_key_issue(account=member.account)
     for secret, sent in [
-        (api_key, "API key (sk-hyd-…)"),
-        (proxy_token, "proxy token (pt_…)"),
-        (skills_key, "skills access key (48 hex characters)"),
+        (api_key, "an API key (sk-hyd-…)"),
+        (proxy_token, "a proxy token (pt_…)"),
+        (skills_key, "a skills access key (48 hex characters)"),
     ]:
         response = client.get("/me", HTTP_AUTHORIZATION=f"Bearer {secret}")
         assert response.status_code == 401
         message = response.json()["error"]
-        assert message == f"This endpoint expects a master token (hyd_…), but a {sent} was sent."
+        assert message == f"This endpoint expects a master token (hyd_…), but {sent} was sent."
         assert secret not in response.content.decode()
 
 

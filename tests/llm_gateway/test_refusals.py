@@ -77,9 +77,41 @@ def test_another_credential_type_gets_a_hint_naming_it_but_not_its_value(
 
     assert master.status_code == proxy.status_code == 401
     assert master.json()["error"] == "Invalid API key"
-    assert "master token" in master.json()["hint"]
-    assert "proxy token" in proxy.json()["hint"]
+    assert master.json()["hint"].startswith("This is a master token (hyd_")
+    assert proxy.json()["hint"].startswith("This is a proxy token (pt_")
     assert member.master_token not in master.text and proxy_token not in proxy.text
+    # RFC 6750: the same hint in the challenge, printable ASCII, never the value.
+    challenge = master.headers["www-authenticate"]
+    assert challenge.startswith('Bearer realm="hepgg", error="invalid_token", error_description=')
+    assert "This is a master token (hyd_...)" in challenge
+    assert member.master_token not in challenge
+
+
+def test_a_request_without_credentials_gets_a_bare_challenge(server: ServerProcess) -> None:
+    response = post(server, GOOD, key=None)
+    assert response.headers["www-authenticate"] == 'Bearer realm="hepgg"'
+    unknown = post(server, GOOD, key="sk-hyd-" + "x" * 43)
+    assert (
+        'error="invalid_token", error_description="Invalid API key"'
+        in (unknown.headers["www-authenticate"])
+    )
+
+
+def test_the_sdk_shows_the_hint_to_the_person_who_sent_a_master_token(
+    server: ServerProcess, member
+) -> None:
+    with pytest.raises(openai.AuthenticationError) as raised:
+        sdk(server, member.master_token).chat.completions.create(
+            model="cf-gpt-oss-20b", messages=MESSAGES
+        )
+    error = raised.value
+    # openai 3.x prints only "Error code: 401" for the contract's fixed body (it appends
+    # error.message, and our "error" is a string; ``error.body`` keeps only that string), so the
+    # hint reaches the person through the response the exception carries: the body's "hint"
+    # and the RFC 6750 challenge.
+    assert error.response.json()["hint"].startswith("This is a master token")
+    assert "This is a master token" in error.response.headers["www-authenticate"]
+    assert member.master_token not in error.response.text + str(error.response.headers)
 
 
 def test_the_sdk_raises_authentication_error(server: ServerProcess) -> None:

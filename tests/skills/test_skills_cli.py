@@ -9,17 +9,15 @@ digest) and only falls back to the legacy ``/.well-known/skills/index.json``.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 
 from accounts.services import skills_key_issue
 from skills.services import skills_import
-from tests.conftest import IN_CI
 from tests.skills.conftest import skill_files
+from tests.tools import npm_package
 
 CLI_VERSION = "1.5.18"
 PDF = skill_files("pdf-forms")
@@ -28,30 +26,8 @@ COMMIT = skill_files("commit-messages")
 
 @pytest.fixture(scope="session")
 def skills_cli() -> Path:
-    """The CLI's entry point, installed once from npm into the data folder."""
-    if not shutil.which("node") or not shutil.which("npm"):
-        if IN_CI:
-            pytest.fail("node and npm are needed for the skills CLI test")
-        pytest.skip("needs node and npm")
-    prefix = Path(settings.DATA_DIR) / "test-tools" / f"skills-{CLI_VERSION}"
-    entry = prefix / "node_modules" / "skills" / "bin" / "cli.mjs"
-    if not entry.exists():
-        prefix.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            [
-                "npm",
-                "install",
-                "--no-audit",
-                "--no-fund",
-                "--prefix",
-                str(prefix),
-                f"skills@{CLI_VERSION}",
-            ],
-            check=True,
-            capture_output=True,
-            timeout=300,
-        )
-    return entry
+    """The CLI's entry point, installed once from npm (``tests/tools.py``)."""
+    return npm_package("skills", CLI_VERSION) / "bin" / "cli.mjs"
 
 
 def run_cli(cli: Path, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
