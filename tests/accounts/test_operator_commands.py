@@ -32,6 +32,10 @@ def test_the_commands_issue_every_credential(catalog_model) -> None:
 
     skills = run("issue_skills_key", "ops@example.com")
     assert resolve(skills["skills_access_key"], Kind.SKILLS) is not None
+    # The capability URL the admin shows, ready to give to an agent.
+    assert skills["capability_url"] == (
+        f"http://127.0.0.1:8000/skills/k/{skills['skills_access_key']}/"
+    )
 
     minted = run("mint_key", "ops@example.com", "--model", "cf-gpt-oss-20b")
     assert set(minted) == {"id", "key", "model"} and minted["model"] == "cf-gpt-oss-20b"

@@ -19,9 +19,13 @@ class Command(IssuingCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         account = self.account(options["email"])
         key, secret = skills_key_issue(account=account, name=options["name"])
+        capability_url = f"{settings.GATEWAY_PUBLIC_URL}/skills/k/{secret}/"
         self.emit(
             options,
-            {"id": str(key.public_id), "skills_access_key": secret},
-            f"Skills access key for {account.email}: {secret}\n"
-            f"Capability URL: {settings.GATEWAY_PUBLIC_URL}/skills/k/{secret}/",
+            {
+                "id": str(key.public_id),
+                "skills_access_key": secret,
+                "capability_url": capability_url,
+            },
+            f"Skills access key for {account.email}: {secret}\nCapability URL: {capability_url}",
         )
