@@ -51,6 +51,18 @@ def record(entry: Entry) -> dict[str, Any]:
     return item
 
 
+def _tokens(item: dict[str, Any]) -> int:
+    return sum(
+        item[k]
+        for k in (
+            "input_tokens",
+            "output_tokens",
+            "cache_creation_input_tokens",
+            "cache_read_input_tokens",
+        )
+    )
+
+
 def _identity(path: Path) -> tuple[int, str]:
     with path.open("rb") as handle:
         head = handle.read(_HEAD)
@@ -73,6 +85,30 @@ def _start(path: Path, state: dict[str, Any]) -> int:
     if offset >= _HEAD and saved.get("head") != head:
         return 0
     return offset
+
+
+def _main_messages(path: Path, cache: dict[Path, set[str]]) -> set[str]:
+    """Message ids of the non-sidechain responses in ``path``'s session: its own file and, for
+    a sub-agent's file (``<session>/subagents/*.jsonl``), the session's main transcript. A
+    sidechain line with one of these ids replays a response already counted (ccusage's rule)."""
+    files = [path]
+    if path.parent.name == "subagents":
+        files.append(path.parent.parent.with_suffix(".jsonl"))
+    ids: set[str] = set()
+    for file in files:
+        if file not in cache:
+            found: set[str] = set()
+            try:
+                with file.open("rb") as handle:
+                    for line in handle:
+                        entry = parse_line(line) if b'"usage"' in line else None
+                        if entry is not None and entry.message_id and not entry.is_sidechain:
+                            found.add(entry.message_id)
+            except OSError:
+                pass
+            cache[file] = found
+        ids |= cache[file]
+    return ids
 
 
 def _lines(path: Path, start: int) -> Iterator[tuple[int, bytes]]:
@@ -138,14 +174,17 @@ def _run(gateway: Gateway, machine_id: str, stream: TextIO, batch_size: int) -> 
     files = transcript_files()
     progress = Progress(stream, len(files))
     counts = {"files": len(files), "records": 0, "accepted": 0, "duplicates": 0, "rejected": 0}
-    batch: list[dict[str, Any]] = []
+    batch: dict[tuple[str | None, str | None], dict[str, Any]] = {}
     reached: dict[str, int] = {}  # per file: the offset the pending batch covers
+    parents: dict[Path, set[str]] = {}
 
     def commit() -> None:
         nonlocal batch
         if batch:
             try:
-                answer = gateway.post("/sync/usage", {"machine_id": machine_id, "records": batch})
+                answer = gateway.post(
+                    "/sync/usage", {"machine_id": machine_id, "records": list(batch.values())}
+                )
             except GatewayError as exc:
                 if exc.http_status == 404:
                     raise CcasError(
@@ -156,7 +195,7 @@ def _run(gateway: Gateway, machine_id: str, stream: TextIO, batch_size: int) -> 
             counts["duplicates"] += int(answer.get("duplicates", 0))
             counts["rejected"] += len(answer.get("rejected") or [])
             progress.sent += len(batch)
-            batch = []
+            batch = {}
         for name, offset in reached.items():
             try:
                 inode, head = _identity(Path(name))
@@ -178,8 +217,17 @@ def _run(gateway: Gateway, machine_id: str, stream: TextIO, batch_size: int) -> 
                     entry = parse_line(line, path.parent.name)
                     if entry is None or (entry.request_id is None and entry.message_id is None):
                         continue
-                    batch.append(record(entry))
-                    counts["records"] += 1
+                    if entry.is_sidechain and entry.message_id in _main_messages(path, parents):
+                        continue
+                    # Claude Code writes one line per content block, each with the usage:
+                    # send one copy (the largest, as ccusage keeps), not one per block.
+                    key = (entry.message_id, entry.request_id)
+                    earlier = batch.get(key)
+                    if earlier is None:
+                        counts["records"] += 1
+                    elif _tokens(earlier) >= entry.total:
+                        continue
+                    batch[key] = record(entry)
                     if len(batch) >= batch_size:
                         commit()
             except OSError as exc:
