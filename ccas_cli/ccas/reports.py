@@ -26,6 +26,7 @@ utilisation per machine.
 from __future__ import annotations
 
 from collections.abc import Iterable
+import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone, tzinfo
 from decimal import Decimal
@@ -229,7 +230,8 @@ def _fit(text: str, width: int) -> str:
 
 
 def _model_name(model: str) -> str:
-    return model.removeprefix("claude-")
+    """``claude-sonnet-4-5-20250929`` → ``sonnet-4-5``: short enough for the table."""
+    return re.sub(r"-\d{8}$", "", model.removeprefix("claude-"))
 
 
 def render(kind: str, rows: list[dict[str, Any]], totals: dict[str, Any]) -> str:
