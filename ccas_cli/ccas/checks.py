@@ -135,7 +135,7 @@ def run_checks(cfg: dict[str, Any], *, cwd: Path) -> tuple[list[Check], dict[str
             f"{path} points Claude Code at this machine's proxy"
             if wired
             else f"{path} does not point at this machine's proxy "
-            f"({configured or 'no ANTHROPIC_BASE_URL'})",
+            f"({claude_settings.mask(configured or 'no ANTHROPIC_BASE_URL')})",
             "" if wired else "run `ccas init`",
         )
     )

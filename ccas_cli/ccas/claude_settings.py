@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -32,6 +33,14 @@ from ccas.errors import CcasError
 BASE_URL = "ANTHROPIC_BASE_URL"
 HINT_HEADERS = "CLAUDE_CODE_GATEWAY_HINT_HEADERS"
 CREDENTIAL_KEYS = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN")
+
+
+_SECRET = re.compile(r"(pt_|hyd_|sk-hyd-|sk-ant-)([A-Za-z0-9_-]{4})[A-Za-z0-9_-]+")
+
+
+def mask(text: str) -> str:
+    """``text`` with any credential cut to its prefix (URLs with a proxy token, say)."""
+    return _SECRET.sub(lambda m: f"{m.group(1)}{m.group(2)}…", text)
 
 
 def claude_dir() -> Path:
@@ -230,7 +239,7 @@ def overrides(expected: str, cwd: Path) -> list[str]:
     found = []
     shell = os.environ.get(BASE_URL)
     if shell is not None and shell != expected:
-        found.append(f"the shell variable {BASE_URL} is set to {shell or '(empty)'}")
+        found.append(f"the shell variable {BASE_URL} is set to {mask(shell) or '(empty)'}")
     candidates = []
     folder = cwd.resolve()
     home = Path.home().resolve()
@@ -248,7 +257,7 @@ def overrides(expected: str, cwd: Path) -> list[str]:
     for candidate in candidates:
         value = configured_base_url(candidate) if candidate.exists() else None
         if value is not None and value != expected:
-            found.append(f"{candidate} sets {BASE_URL} to {value}")
+            found.append(f"{candidate} sets {BASE_URL} to {mask(value)}")
     return found
 
 

@@ -56,9 +56,10 @@ def _master_token(flag: str | None) -> str:
     return token
 
 
-def _timezone(name: str | None) -> tzinfo:
+def _timezone(name: str | None) -> tzinfo | None:
+    """The zone of ``--timezone``; None means this machine's own rules (DST included)."""
     if not name:
-        return datetime.now().astimezone().tzinfo or timezone.utc
+        return None
     if name.upper() == "UTC":
         return timezone.utc
     try:
@@ -71,7 +72,9 @@ def _timezone(name: str | None) -> tzinfo:
         raise CcasError(f"unknown time zone {name!r} (e.g. UTC, Europe/Paris)") from exc
 
 
-def _tz_name(tz: tzinfo) -> str:
+def _tz_name(tz: tzinfo | None) -> str:
+    if tz is None:
+        return os.environ.get("TZ") or datetime.now().astimezone().tzname() or "local"
     return getattr(tz, "key", None) or tz.tzname(datetime.now()) or "local"
 
 
@@ -301,6 +304,8 @@ def _local_usages(table: prices.PriceTable) -> list[reports.Usage]:
 
     usages = []
     for entry in transcripts.dedupe(transcripts.load_local(), lambda e: float(cost(e) or 0)):
+        if entry.model == transcripts.SYNTHETIC:
+            continue  # Claude Code's own placeholder messages: no request, no tokens
         usages.append(
             reports.Usage(
                 timestamp=entry.timestamp,
@@ -373,12 +378,12 @@ def _percent(value: Any) -> str:
     return "?" if value is None else f"{float(value) * 100:.0f}%"
 
 
-def _when(value: Any, tz: tzinfo) -> str:
+def _when(value: Any, tz: tzinfo | None) -> str:
     moment = transcripts.parse_timestamp(value) if value else None
     return moment.astimezone(tz).strftime("%Y-%m-%d %H:%M") if moment else "?"
 
 
-def _limit_line(limit: dict[str, Any], tz: tzinfo) -> str:
+def _limit_line(limit: dict[str, Any], tz: tzinfo | None) -> str:
     return (
         f"{str(limit.get('hostname'))[:20]}: 5h {_percent(limit.get('five_hour_utilization'))}"
         f" (resets {_when(limit.get('five_hour_reset'), tz)}), week "

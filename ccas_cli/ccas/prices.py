@@ -181,7 +181,10 @@ def _bundled() -> PriceTable:
 
 def load(host: str | None, *, offline: bool) -> PriceTable:
     """The freshest table available without failing: see the module docstring."""
-    cached = config.read_json(CACHE_FILE) if config.config_dir().exists() else {}
+    try:
+        cached = config.read_json(CACHE_FILE) if config.config_dir().exists() else {}
+    except CcasError:
+        cached = {}  # a damaged cache is only a cache: fetch again, or use the built-in table
     fresh = (
         cached.get("host") == host
         and time.time() - float(cached.get("fetched_at", 0)) < CACHE_SECONDS

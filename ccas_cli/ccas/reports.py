@@ -112,7 +112,7 @@ class Bucket:
         }
 
 
-def _key(kind: str, usage: Usage, tz: tzinfo) -> str:
+def _key(kind: str, usage: Usage, tz: tzinfo | None) -> str:
     local = usage.timestamp.astimezone(tz)
     if kind == "daily":
         return local.date().isoformat()
@@ -125,7 +125,7 @@ def _key(kind: str, usage: Usage, tz: tzinfo) -> str:
     return usage.model or "(unknown)"
 
 
-def in_range(usage: Usage, tz: tzinfo, since: date | None, until: date | None) -> bool:
+def in_range(usage: Usage, tz: tzinfo | None, since: date | None, until: date | None) -> bool:
     day = usage.timestamp.astimezone(tz).date()
     return (since is None or day >= since) and (until is None or day <= until)
 
@@ -149,7 +149,12 @@ def _blocks(usages: list[Usage], now: datetime) -> list[tuple[datetime, Bucket]]
 
 
 def build(
-    kind: str, usages: Iterable[Usage], *, tz: tzinfo, breakdown: bool, now: datetime | None = None
+    kind: str,
+    usages: Iterable[Usage],
+    *,
+    tz: tzinfo | None,
+    breakdown: bool,
+    now: datetime | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The rows and totals of a report (the ``--json`` shape, less its header)."""
     usages = list(usages)

@@ -23,7 +23,7 @@ from typing import Any, TextIO
 from ccas import config
 from ccas.errors import CcasError
 from ccas.gateway import Gateway, GatewayError
-from ccas.transcripts import Entry, parse_line, transcript_files
+from ccas.transcripts import SYNTHETIC, Entry, parse_line, transcript_files
 
 STATE_FILE = "sync-state.json"
 BATCH = 500
@@ -216,6 +216,8 @@ def _run(gateway: Gateway, machine_id: str, stream: TextIO, batch_size: int) -> 
                         continue
                     entry = parse_line(line, path.parent.name)
                     if entry is None or (entry.request_id is None and entry.message_id is None):
+                        continue
+                    if entry.model == SYNTHETIC:
                         continue
                     if entry.is_sidechain and entry.message_id in _main_messages(path, parents):
                         continue

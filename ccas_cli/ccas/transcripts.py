@@ -32,6 +32,7 @@ from typing import Any
 _TIMESTAMP = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:?\d{2})?$"
 )
+SYNTHETIC = "<synthetic>"  # the model of messages Claude Code makes up itself (no API request)
 _SEMVER_PREFIX = re.compile(r"^\d+\.\d+\.\d")
 # Fields ccusage's schema refuses as null (the whole line is then skipped).
 _NOT_NULL_TOP = ("cwd", "costUSD", "version", "sessionId", "requestId", "isApiErrorMessage")

@@ -36,14 +36,14 @@ def test_install_init_meter_report_unwire(home, gateway, member) -> None:
 
     # Claude Code reads env.ANTHROPIC_BASE_URL from settings.json; its own login is untouched
     base_url = json.loads(home.settings.read_text())["env"]["ANTHROPIC_BASE_URL"]
-    client = anthropic.Anthropic(base_url=base_url, api_key="sk-ant-own-key", max_retries=0)
-    for _ in range(2):
-        client.messages.create(
-            model=MODEL,
-            max_tokens=50,
-            messages=[{"role": "user", "content": "hello"}],
-            extra_headers={"x-claude-code-session-id": "sess-new-user"},
-        )
+    with anthropic.Anthropic(base_url=base_url, api_key="sk-ant-own-key", max_retries=0) as client:
+        for _ in range(2):
+            client.messages.create(
+                model=MODEL,
+                max_tokens=50,
+                messages=[{"role": "user", "content": "hello"}],
+                extra_headers={"x-claude-code-session-id": "sess-new-user"},
+            )
     events = wait_for_events(2)
     machine = Machine.objects.get(account=member.account)
     assert {(e.source, e.machine_id, e.session_id) for e in events} == {

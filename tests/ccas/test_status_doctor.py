@@ -61,7 +61,8 @@ def test_doctor_names_each_failure_and_its_fix(
     if breakage == "unwired":
         assert initialised.run("unwire").returncode == 0
     elif breakage == "shell":
-        env["ANTHROPIC_BASE_URL"] = "https://api.anthropic.com"
+        # another machine's proxy URL: its token must not be shown
+        env["ANTHROPIC_BASE_URL"] = "http://127.0.0.1:1/anthropic/pt_" + "s" * 43
     elif breakage == "project":
         (initialised.path / "work" / ".claude").mkdir(parents=True)
         (initialised.path / "work" / ".claude" / "settings.local.json").write_text(
@@ -81,6 +82,7 @@ def test_doctor_names_each_failure_and_its_fix(
     assert f"[FAIL] {check}:" in doctor.stdout, doctor.stdout
     assert fix in doctor.stdout
     assert "Traceback" not in doctor.stdout + doctor.stderr
+    assert "s" * 43 not in doctor.stdout
     status = initialised.run("status", env=env)
     assert status.returncode == 1
     assert f"[FAIL] {check}:" in status.stdout

@@ -97,7 +97,8 @@ class FailingRelay:
                     with urllib.request.urlopen(request, timeout=30) as response:
                         status, payload = response.status, response.read()
                 except urllib.error.HTTPError as exc:
-                    status, payload = exc.code, exc.read()
+                    with exc:
+                        status, payload = exc.code, exc.read()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
@@ -145,12 +146,14 @@ def test_a_request_the_proxy_metered_is_not_counted_again_and_keeps_the_proxys_c
     initialised, gateway
 ) -> None:
     config = json.loads((initialised.config_dir / "config.json").read_text())
-    client = anthropic.Anthropic(base_url=config["base_url"], api_key="sk-ant-x", max_retries=0)
-    reply = client.messages.with_raw_response.create(
-        model=MODEL, max_tokens=20, messages=[{"role": "user", "content": "hi"}]
-    )
-    request_id = reply.headers["request-id"]
-    message = reply.parse()
+    with anthropic.Anthropic(
+        base_url=config["base_url"], api_key="sk-ant-x", max_retries=0
+    ) as client:
+        reply = client.messages.with_raw_response.create(
+            model=MODEL, max_tokens=20, messages=[{"role": "user", "content": "hi"}]
+        )
+        request_id = reply.headers["request-id"]
+        message = reply.parse()
     [proxy_event] = wait_for_events(1)
     assert proxy_event.source == "proxy" and proxy_event.output_tokens == OUTPUT
 
