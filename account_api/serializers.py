@@ -69,3 +69,22 @@ class UsageQuerySerializer(serializers.Serializer):
     since = DateOrDateTimeField(required=False)
     until = DateOrDateTimeField(required=False)
     source = serializers.ChoiceField(choices=["gateway", "proxy", "sync"], required=False)
+
+
+class SyncUploadSerializer(serializers.Serializer):
+    """``POST /sync/usage``: the envelope; each record is checked on its own by ``usage.sync``."""
+
+    machine_id = serializers.UUIDField()
+    records = serializers.ListField(child=serializers.JSONField(), allow_empty=True)
+
+
+class SyncEventsQuerySerializer(serializers.Serializer):
+    """``GET /sync/usage``: one page of the account's Claude events, oldest first."""
+
+    since = DateOrDateTimeField(required=False)
+    until = DateOrDateTimeField(required=False)
+    source = serializers.RegexField(
+        r"^(gateway|proxy|sync)(,(gateway|proxy|sync))*$", required=False
+    )
+    cursor = serializers.CharField(max_length=200, required=False)
+    limit = serializers.IntegerField(min_value=1, max_value=10_000, default=5_000)

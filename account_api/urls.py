@@ -10,3 +10,9 @@ urlpatterns = [
     path("sync/machines/<uuid:public_id>", views.MachineDetailView.as_view()),
     path("usage", views.UsageView.as_view()),
 ]
+
+# ccas (issue 10): transcript usage upload and listing, the machines' subscription limits.
+urlpatterns += [
+    path("sync/usage", views.SyncUsageView.as_view()),
+    path("sync/rate-limits", views.SyncRateLimitsView.as_view()),
+]

@@ -7,7 +7,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 from rest_framework import status
-from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.exceptions import APIException, NotFound, PermissionDenied, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -18,12 +18,17 @@ from account_api.serializers import (
     MachineSerializer,
     MintKeySerializer,
     RegisterMachineSerializer,
+    SyncEventsQuerySerializer,
+    SyncUploadSerializer,
     UsageQuerySerializer,
 )
 from accounts.authentication import MasterTokenAuthentication
 from accounts.models import Account, ApiKey, Machine
 from accounts.services import ModelUnavailable, api_key_mint, machine_register
+from proxy.models import MachineRateLimit
 from usage.models import UsageEvent
+from usage.sync import MAX_RECORDS as MAX_SYNC_RECORDS
+from usage.sync import BadCursor, usage_events_page, usage_sync
 
 
 class AccountView(APIView):
@@ -140,3 +145,80 @@ class UsageView(AccountView):
                 "totals": events.totals(),
             }
         )
+
+
+# -- ccas: transcript usage and subscription limits (issue 10) ----------------------------------
+class BatchTooLarge(APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = f"Too many records: send at most {MAX_SYNC_RECORDS} per request."
+    default_code = "batch_too_large"
+
+
+class SyncUsageView(AccountView):
+    """``POST /sync/usage`` stores what ``ccas sync`` read from the transcripts of one of the
+    account's machines; ``GET /sync/usage`` lists the account's events for ``ccas report``."""
+
+    def post(self, request: Request) -> Response:
+        if not isinstance(request.data, dict):
+            raise ValidationError('Expected a JSON object: {"machine_id": …, "records": […]}.')
+        records = request.data.get("records")
+        if isinstance(records, list) and len(records) > MAX_SYNC_RECORDS:
+            raise BatchTooLarge()
+        form = SyncUploadSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        machine = Machine.objects.filter(
+            account=self.account, public_id=form.validated_data["machine_id"]
+        ).first()
+        if machine is None:
+            raise NotFound("No such machine: register it with POST /sync/machines (ccas init).")
+        if not machine.active:
+            raise PermissionDenied("This machine is revoked: run `ccas init` to register again.")
+        outcome = usage_sync(
+            account_id=self.account.id,
+            machine_id=machine.id,
+            records=form.validated_data["records"],
+        )
+        return Response(outcome.as_dict())
+
+    def get(self, request: Request) -> Response:
+        query = SyncEventsQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        params = query.validated_data
+        try:
+            page = usage_events_page(
+                account_id=self.account.id,
+                since=params.get("since"),
+                until=params.get("until"),
+                sources=params["source"].split(",") if params.get("source") else None,
+                cursor=params.get("cursor"),
+                limit=params["limit"],
+            )
+        except BadCursor as exc:
+            raise ValidationError(f"cursor: {exc}") from exc
+        return Response(page)
+
+
+class SyncRateLimitsView(AccountView):
+    """``GET /sync/rate-limits``: each machine's latest subscription limits, as the proxy saw
+    them in ``anthropic-ratelimit-unified-*`` response headers (``ccas report blocks``)."""
+
+    def get(self, request: Request) -> Response:
+        limits = MachineRateLimit.objects.filter(machine__account=self.account).select_related(
+            "machine"
+        )
+        data = []
+        for limit in limits:
+            five_hour_reset, weekly_reset = limit.five_hour_reset, limit.weekly_reset
+            data.append(
+                {
+                    "machine_id": str(limit.machine.public_id),
+                    "hostname": limit.machine.hostname,
+                    "observed_at": limit.observed_at.isoformat(),
+                    "status": limit.status,
+                    "five_hour_utilization": limit.five_hour_utilization,
+                    "five_hour_reset": five_hour_reset.isoformat() if five_hour_reset else None,
+                    "weekly_utilization": limit.weekly_utilization,
+                    "weekly_reset": weekly_reset.isoformat() if weekly_reset else None,
+                }
+            )
+        return Response({"data": data})

@@ -19,5 +19,6 @@ urlpatterns = [
     path("models", public_models),
     path("admin/", admin.site.urls),
     path("skills/", include("skills.urls")),
+    path("ccas/", include("ccas_cli.urls")),
     path("", include("account_api.urls")),
 ]

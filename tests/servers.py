@@ -78,10 +78,15 @@ def server_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def start_hepgg(
-    *, env: dict[str, str] | None = None, server: str = "daphne", ready_timeout: float = 30
+    *,
+    env: dict[str, str] | None = None,
+    server: str = "daphne",
+    ready_timeout: float = 30,
+    port: int | None = None,
 ) -> ServerProcess:
-    """Start ``hepgg.asgi:application`` under ``server`` (daphne or uvicorn) and wait for it."""
-    port = free_port()
+    """Start ``hepgg.asgi:application`` under ``server`` (daphne or uvicorn) and wait for it.
+    ``port`` lets a test know the URL before the start (e.g. for ``GATEWAY_PUBLIC_URL``)."""
+    port = port or free_port()
     app = "hepgg.asgi:application"
     if server == "daphne":
         argv = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), app]
