@@ -5,4 +5,4 @@ cd "$(dirname "$0")/.."
 EXTRAS="" . scripts/_venv.sh
 .venv/bin/python manage.py migrate --noinput
 echo "hepgg: http://${HOST:-127.0.0.1}:${PORT:-8000}/  (first admin login: .venv/bin/python manage.py createsuperuser)"
-exec .venv/bin/daphne -b "${HOST:-127.0.0.1}" -p "${PORT:-8000}" hepgg.asgi:application
+exec sh scripts/serve.sh
