@@ -9,8 +9,8 @@ than any proxy in front of it.
          --malformed-rate 0.0125 --stall-seconds 3]
 
 Faults (for ``bench/fault_load.py``), each with its own rate, decided per request from the seed and
-the request's tag (``[req:<tag>]`` anywhere in the body; a counter when there is none), so a run is
-reproducible whatever the arrival order:
+the request's tag (``[req:<tag>]`` anywhere in the body; a counter when there is none; a tag that
+starts with ``calm-`` never fails), so a run is reproducible whatever the arrival order:
 
 - ``reset``: the connection is aborted, before the headers (JSON, and half the streams) or
   mid-stream after a few events (the other half of the streams);
@@ -89,6 +89,8 @@ class Plan:
         """(tag, fault, a second uniform number for the fault's variant) for this request."""
         match = TAG.search(body)
         tag = match.group(1).decode() if match else f"untagged-{next(cls.untagged)}"
+        if tag.startswith("calm-"):
+            return tag, "", 0.0  # a request that must not fail (the open-streams phase)
         rng = random.Random(f"{cls.seed}:{tag}")
         u, variant = rng.random(), rng.random()
         edge = 0.0
