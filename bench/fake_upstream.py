@@ -21,7 +21,8 @@ starts with ``calm-`` never fails), so a run is reproducible whatever the arriva
 
 ``--stream-bytes N`` pads every stream with content deltas to at least N bytes, written with the
 socket's flow control (the fake never buffers more than a transport's high-water mark), for the
-slow-reader measurement. ``x-fake-chunk-delay-ms`` (request header) overrides the chunk delay.
+slow-reader measurement. Request headers: ``x-fake-chunk-delay-ms`` overrides the chunk delay,
+``x-fake-hold-ms`` spreads the stream over that long with keep-alives (pings) between its events.
 
 ``GET /_fake/stats`` answers what the fake saw and sent: requests per surface, one record per
 request (tag, surface, stream, fault, status, the input/output tokens of the usage it delivered,
@@ -295,6 +296,7 @@ def padding_events(kind: str, model: str, size: int) -> list[bytes]:
     return [event] * max(0, size // len(event))
 
 
+KEEPALIVE = {"oai": b": keep-alive\n\n", "ant": b'event: ping\ndata: {"type": "ping"}\n\n'}
 MALFORMED = {
     "oai": b"data: {this is not json\n\n",
     "ant": b"event: content_block_delta\ndata: {this is not json\n\n",
@@ -312,6 +314,7 @@ class HttpProtocol(asyncio.Protocol):
         self.url = b""
         self.body: list[bytes] = []
         self.delay_header: float | None = None
+        self.hold_header: float | None = None
         self.task: asyncio.Task[None] | None = None
         self.writable = asyncio.Event()
         self.writable.set()
@@ -343,13 +346,17 @@ class HttpProtocol(asyncio.Protocol):
         self.url = b""
         self.body = []
         self.delay_header = None
+        self.hold_header = None
 
     def on_url(self, url: bytes) -> None:
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if name.lower() == b"x-fake-chunk-delay-ms":
+        name = name.lower()
+        if name == b"x-fake-chunk-delay-ms":
             self.delay_header = float(value) / 1000.0
+        elif name == b"x-fake-hold-ms":
+            self.hold_header = float(value) / 1000.0
 
     def on_body(self, body: bytes) -> None:
         self.body.append(body)
@@ -546,6 +553,12 @@ class HttpProtocol(asyncio.Protocol):
             record["input"], record["output"] = tokens, N_CHUNKS
         header = head(200, "text/event-stream; charset=utf-8", extra, None)
         delay = self.chunk_delay if self.delay_header is None else self.delay_header
+        if self.hold_header:  # pings after the first events spread the stream over the hold time
+            delay = delay or 0.25
+            pings = [KEEPALIVE[kind]] * max(0, int(self.hold_header / delay) - len(parts))
+            parts[3:3] = pings
+            if usage_at is not None:
+                usage_at += len(pings)
         if delay <= 0 and cut is None and not Plan.stream_bytes:
             data = header + b"".join(chunked(p) for p in parts) + b"0\r\n\r\n"
             self.transport.write(data)
