@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from harness import Server, process_tree, tree_rss
+from harness import RssSampler, Server, process_tree, tree_rss
 from hepgg_setup import django_json, free_port, hepgg_env, hepgg_server, migrate, provision
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -354,12 +354,15 @@ def main() -> int:
         load_seconds = time.monotonic() - load_started
         rss_after, fds_after = settle(hepgg.pid, args.settle_seconds, **ports)
         opened: Counter[str] = Counter()
+        sampler = RssSampler(interval_s=0.5)
+        sampler.add("hepgg", hepgg.pid)
+        sampler.start()
         if args.open_streams:
             gap_ms = int(min(250, args.read_timeout * 250))
             opened = asyncio.run(
                 hold_streams(run, count=args.open_streams, hold=args.hold_seconds, gap_ms=gap_ms)
             )
-        rss_open = tree_rss(hepgg.pid)[0]
+        rss_open = sampler.stop()["hepgg"]["peak_rss_mb"]
 
         stats = fake_stats(fake_port)
         records = {r["tag"]: r for r in stats["records"]}
@@ -416,7 +419,7 @@ def main() -> int:
             "count": args.open_streams,
             "hold_seconds": args.hold_seconds,
             "outcomes": dict(opened),
-            "rss_mb": round(rss_open / MB, 1),
+            "peak_rss_mb": rss_open,
         },
         "seconds": round(time.monotonic() - started, 1),
         "load_average": os.getloadavg(),

@@ -81,5 +81,7 @@ def test_memory_and_file_descriptors_do_not_grow_and_open_streams_complete() -> 
     result = report()
 
     assert abs(float(result["rss_change"].rstrip("%"))) <= 10, result
-    assert result["fds_after_run"] <= result["fds_after_warmup"], result
+    after, warm = result["fds_by_kind_after_run"], result["fds_by_kind_after_warmup"]
+    assert after.get("upstream", 0) <= 16, after  # idle pooled connections: at most concurrency
+    assert all(n <= warm.get(kind, 0) for kind, n in after.items() if kind != "upstream"), after
     assert result["open_streams"]["outcomes"] == {"ok": 20}, result["open_streams"]
