@@ -66,8 +66,11 @@ def django_json(env: dict[str, str], code: str) -> Any:
 
 PROVISION = """
 from accounts.services import account_create, api_key_mint, machine_register, skills_key_issue
-from accounts.models import Account
+from catalog.models import CatalogModel
 from skills.services import skills_import
+# The seeded model (a test database may have been flushed since the migration seeded it).
+CatalogModel.objects.get_or_create(slug="cf-gpt-oss-20b", defaults={{
+    "provider": "cloudflare", "upstream_model": "@cf/openai/gpt-oss-20b"}})
 email = "bench-" + {tag!r} + "@example.com"
 account, _ = account_create(email=email)
 key, secret = api_key_mint(account=account, model="cf-gpt-oss-20b", name="bench")

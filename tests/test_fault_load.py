@@ -23,7 +23,7 @@ from tests import servers
 pytestmark = pytest.mark.django_db(transaction=True)
 
 SHORT = ["--requests", "300", "--warmup", "100", "--concurrency", "16", "--open-streams", "20",
-         "--hold-seconds", "3", "--settle-seconds", "2"]  # fmt: skip
+         "--read-timeout", "2", "--hold-seconds", "3", "--settle-seconds", "2"]  # fmt: skip
 
 
 @functools.cache

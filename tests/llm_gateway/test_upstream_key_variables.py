@@ -95,6 +95,7 @@ def test_a_prefixed_variable_still_reaches_the_upstream(
     _, key = api_key_mint(account=member.account, model="local-llama")
     gateway = start_gateway()
 
-    sdk(gateway, key).chat.completions.create(model="local-llama", messages=MESSAGES)
+    with sdk(gateway, key) as client:
+        client.chat.completions.create(model="local-llama", messages=MESSAGES)
 
     assert fake.last.headers["Authorization"] == f"Bearer {OPENAI_KEY}"
