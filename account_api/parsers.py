@@ -2,11 +2,24 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.http import HttpResponse, JsonResponse
 from rest_framework import status
 from rest_framework.exceptions import APIException
 from rest_framework.parsers import JSONParser
 
+from hepgg.lib.bodylimit import BodyLimit
+
 MAX_BODY_BYTES = 1024 * 1024
+
+
+def body_too_large(limit: int, kwargs: dict[str, Any]) -> HttpResponse:
+    """The 413 of ``hepgg.lib.bodylimit``, which refuses the body before Django reads it."""
+    return JsonResponse({"error": BodyTooLarge.default_detail}, status=413)
+
+
+# Servers refuse a bigger body before Django reads it (``hepgg.lib.bodylimit``); the parser's own
+# check below remains for callers that do not go through ASGI (the test client).
+BODY_LIMIT = BodyLimit(lambda: MAX_BODY_BYTES, body_too_large)
 
 
 class BodyTooLarge(APIException):
@@ -18,7 +31,8 @@ class BodyTooLarge(APIException):
 
 
 class BoundedJSONParser(JSONParser):
-    """JSON, refusing bodies over ``MAX_BODY_BYTES`` before reading them whole."""
+    """JSON, refusing a declared length over ``MAX_BODY_BYTES`` (behind a server, a bigger body
+    never gets this far: ``BODY_LIMIT`` refuses it while it arrives)."""
 
     def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
         request = (parser_context or {}).get("request")

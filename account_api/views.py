@@ -12,7 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from account_api.parsers import BoundedJSONParser
+from account_api.parsers import BODY_LIMIT, BoundedJSONParser
 from account_api.serializers import (
     ApiKeySerializer,
     MachineSerializer,
@@ -34,6 +34,7 @@ from usage.sync import BadCursor, usage_events_page, usage_sync
 class AccountView(APIView):
     authentication_classes = [MasterTokenAuthentication]
     parser_classes = [BoundedJSONParser]
+    body_limit = BODY_LIMIT
 
     @property
     def account(self) -> Account:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Both gateway benchmarks with hepgg as a target, in one go:
 #   bench/run_hepgg.sh                 # hepgg on uvicorn (the production command)
-#   SERVER=daphne bench/run_hepgg.sh   # hepgg on daphne (the default server)
+#   SERVER=daphne bench/run_hepgg.sh   # hepgg on daphne (which serves it too)
 # hepgg runs as deployed: PostgreSQL and Redis (a fresh bench database), DEBUG off, with
 # authentication, rate limiting (a key with limits far above the load) and metering all on.
 # Extra arguments go to both run_*.py scripts (e.g. --rounds 1 --no-litellm).

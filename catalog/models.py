@@ -2,10 +2,34 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
+from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
 from django.db import models
+
+# An OpenAI-compatible upstream's key is read from the environment variable its entry names. Only
+# names with this prefix may be named: otherwise an admin could send SECRET_KEY or DATABASE_URL
+# (or any other secret of the process) to a host of their choosing as a bearer token.
+UPSTREAM_KEY_ENV_PREFIX = "HEPGG_UPSTREAM_KEY_"
+_UPSTREAM_KEY_ENV = re.compile(rf"{UPSTREAM_KEY_ENV_PREFIX}[A-Z0-9_]+")
+
+
+def api_key_env_problem(name: str) -> str | None:
+    """Why ``name`` may not hold an upstream key, or None when it may (or is empty)."""
+    if not name or _UPSTREAM_KEY_ENV.fullmatch(name):
+        return None
+    return (
+        f"The API key variable must be named {UPSTREAM_KEY_ENV_PREFIX}<NAME> (capital letters, "
+        f"digits and underscores), e.g. {UPSTREAM_KEY_ENV_PREFIX}OPENAI; got {name!r}."
+    )
+
+
+def validate_api_key_env(name: str) -> None:
+    problem = api_key_env_problem(name)
+    if problem is not None:
+        raise ValidationError(problem, code="api_key_env_prefix")
 
 
 class Provider(models.TextChoices):
@@ -40,7 +64,11 @@ class CatalogModel(models.Model):
     api_key_env = models.CharField(
         max_length=100,
         blank=True,
-        help_text="OpenAI-compatible servers: the environment variable that holds the API key.",
+        validators=[validate_api_key_env],
+        help_text=(
+            "OpenAI-compatible servers: the environment variable that holds the API key; its "
+            f"name must start with {UPSTREAM_KEY_ENV_PREFIX}."
+        ),
     )
     context_window = models.PositiveIntegerField(null=True, blank=True)
     # Prices in USD per million tokens.

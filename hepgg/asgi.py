@@ -2,7 +2,8 @@
 
 The hot paths (``/v1``, ``/anthropic`` and the skills site's reads) are plain ASGI applications
 routed ahead of Django's request stack; everything else (account API, admin, skills imports) is
-the Django ASGI handler.
+the Django ASGI handler, behind ``bounded_bodies`` (each route's body limit, enforced before
+Django reads the body).
 """
 
 import os
@@ -16,19 +17,22 @@ django_asgi_app = get_asgi_application()  # sets Django up before the routing im
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
+from hepgg.lib.bodylimit import bounded_bodies  # noqa: E402
 from hepgg.lib.redaction import install_server_log_redaction  # noqa: E402
 from hepgg.lifespan import lifespan  # noqa: E402
 from llm_gateway.routing import urlpatterns as gateway_routes  # noqa: E402
 from proxy.routing import urlpatterns as proxy_routes  # noqa: E402
-from skills.asgi import skills_site  # noqa: E402
+from skills.asgi import skills_site, urlconf_for  # noqa: E402
 
 install_server_log_redaction()
+
+django_app = bounded_bodies(django_asgi_app, urlconf_for=urlconf_for)
 
 application = ProtocolTypeRouter(
     {
         "http": URLRouter(
             # skills_site answers the skills site's reads itself and hands the rest to Django.
-            [*gateway_routes, *proxy_routes, re_path(r"", skills_site(django_asgi_app))]
+            [*gateway_routes, *proxy_routes, re_path(r"", skills_site(django_app))]
         ),
         "lifespan": lifespan,
     }

@@ -218,6 +218,12 @@ LOGGING = {
     },
 }
 
+# --- Request bodies of the routes Django serves (hepgg.lib.bodylimit) ------------------------
+# Counted as they arrive, before Django spools them; the account API (1 MiB), skills imports
+# (SKILLS_MAX_UPLOAD_BYTES) and the admin's skill upload have their own limits, /v1 and /anthropic
+# theirs (GATEWAY_MAX_BODY_BYTES, PROXY_MAX_BODY_BYTES). Django's DATA_UPLOAD_MAX_MEMORY_SIZE.
+DJANGO_MAX_BODY_BYTES = env.int("DJANGO_MAX_BODY_BYTES", default=2_621_440)
+
 # --- Skills registry (skills) ---------------------------------------------------------------
 # Import limits, counted while inflating (never from an archive's declared sizes); the defaults
 # sit near the ecosystem's own (the `skills` CLI caps archives at 1,000 files).

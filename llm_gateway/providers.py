@@ -4,7 +4,9 @@ errors. The two provider kinds:
 - ``cloudflare``: Workers AI's OpenAI-compatible endpoint
   ``{CLOUDFLARE_API_BASE}/accounts/{CLOUDFLARE_ACCOUNT_ID}/ai/v1/chat/completions``.
 - ``openai_compatible``: ``{base_url}/chat/completions`` with the key read from the environment
-  variable the catalog entry names (never from the database).
+  variable the catalog entry names (never from the database). Only a name with the documented
+  prefix (``HEPGG_UPSTREAM_KEY_``) is read, even for a row written around the admin's validation:
+  any other leaves the route unconfigured, so no other secret of the process can leave it.
 
 Routes are cached per process for ``GATEWAY_CATALOG_CACHE_SECONDS`` so that the hot path makes no
 query; an edit in the admin is seen by every process within that time.
@@ -13,6 +15,7 @@ query; an edit in the admin is seen by every process within that time.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -23,9 +26,16 @@ import orjson
 from channels.db import database_sync_to_async
 from django.conf import settings
 
-from catalog.models import CatalogModel, Provider
+from catalog.models import (
+    UPSTREAM_KEY_ENV_PREFIX,
+    CatalogModel,
+    Provider,
+    api_key_env_problem,
+)
 
 _MTOK = 1_000_000
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +74,19 @@ def route_for(model: CatalogModel) -> Route:
         if not base:
             missing.append(f"the base URL of catalog model {model.slug}")
         url = f"{base}/chat/completions"
-        if model.api_key_env:
+        if api_key_env_problem(model.api_key_env) is not None:
+            logger.warning(
+                "catalog model %s names the API key variable %r, which lacks the prefix %s: "
+                "its key is not read and the model answers 503",
+                model.slug,
+                model.api_key_env,
+                UPSTREAM_KEY_ENV_PREFIX,
+            )
+            missing.append(
+                f"the API key variable of catalog model {model.slug} to a name starting with "
+                f"{UPSTREAM_KEY_ENV_PREFIX}"
+            )
+        elif model.api_key_env:
             key = os.environ.get(model.api_key_env, "")
             if key:
                 headers["authorization"] = f"Bearer {key}"

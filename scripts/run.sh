@@ -17,4 +17,4 @@ except OSError:
 fi
 .venv/bin/python manage.py migrate --noinput
 echo "hepgg: http://$HOST:$PORT/  (first admin login: .venv/bin/python manage.py createsuperuser)"
-exec .venv/bin/daphne -b "$HOST" -p "$PORT" hepgg.asgi:application
+HOST="$HOST" PORT="$PORT" exec sh scripts/serve.sh

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -19,9 +20,15 @@ from django.utils.html import format_html, format_html_join
 
 from accounts.models import Account
 from hepgg.lib.admin import ReadOnlyInline
+from hepgg.lib.bodylimit import BodyLimit, body_limit, plain_too_large
 from skills import services
 from skills.archives import UploadRejected
 from skills.models import Skill, SkillFile, SkillVersion, Visibility
+
+
+def _upload_limit() -> int:
+    """The upload page's body limit: the archive plus the other fields and multipart framing."""
+    return settings.SKILLS_MAX_UPLOAD_BYTES + 64 * 1024
 
 
 class UploadForm(forms.Form):
@@ -122,9 +129,10 @@ class SkillAdmin(admin.ModelAdmin):
         self.message_user(request, f"Deleted {len(skills)} skill(s).", messages.SUCCESS)
 
     def get_urls(self) -> list[Any]:
-        upload = path(
-            "upload/", self.admin_site.admin_view(self.upload_view), name="skills_skill_upload"
+        view = body_limit(BodyLimit(_upload_limit, plain_too_large))(
+            self.admin_site.admin_view(self.upload_view)
         )
+        upload = path("upload/", view, name="skills_skill_upload")
         return [upload, *super().get_urls()]
 
     def upload_view(self, request: HttpRequest) -> HttpResponse:

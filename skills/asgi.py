@@ -65,6 +65,12 @@ def _host(scope: dict[str, Any]) -> str:
     return ""
 
 
+def urlconf_for(scope: dict[str, Any]) -> str:
+    """The URLconf Django resolves ``scope`` with: ``skills.urls`` on a skills host."""
+    hosts = settings.SKILLS_HOSTS
+    return "skills.urls" if hosts and _host(scope) in hosts else settings.ROOT_URLCONF
+
+
 def _route(scope: dict[str, Any], hosts: frozenset[str]) -> tuple[str, str] | None:
     """``(urlconf, path within it)`` when the request is for the skills site, else None."""
     path: str = scope["path"]

@@ -9,6 +9,7 @@ Reads are async and make no query on a warm cache; the import is sync (it is all
 from __future__ import annotations
 
 import tempfile
+from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
@@ -19,6 +20,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from accounts.credentials import resolve
 from accounts.models import Account
 from accounts.tokens import Kind
+from hepgg.lib.bodylimit import BodyLimit, body_limit
 from skills import registry, rendering, responses
 from skills.archives import UploadRejected
 from skills.registry import Version
@@ -253,24 +255,33 @@ async def discovery_index(request: HttpRequest, key: str | None = None) -> HttpR
     return responses.json_body(request, rendering.discovery_index(entries), key=key)
 
 
+def _upload_too_large(limit: int, kwargs: dict[str, Any]) -> HttpResponse:
+    problems = [{"path": "", "message": f"the body is bigger than {limit} bytes (the limit)"}]
+    return responses.errors(413, problems, key=kwargs.get("key"))
+
+
+@body_limit(BodyLimit(lambda: settings.SKILLS_MAX_UPLOAD_BYTES, _upload_too_large))
 @csrf_exempt  # a capability URL, not a cookie session: there is no ambient authority to forge
 @require_POST
 def skill_import(request: HttpRequest, key: str) -> HttpResponse:
-    """``POST /k/<key>/import``: a zip, a tar.gz or JSON files; 201, 400, 409 or 413."""
+    """``POST /k/<key>/import``: a zip, a tar.gz or JSON files; 201, 400, 409 or 413.
+
+    Behind a server, ``body_limit`` refuses a body over the limit while it arrives, before Django
+    reads it; the checks here remain for callers that bypass ASGI (the test client).
+    """
     identity = resolve(key, Kind.SKILLS)
     if identity is None:
         return responses.not_found(key=key)
     limit = settings.SKILLS_MAX_UPLOAD_BYTES
-    too_big = [{"path": "", "message": f"the body is bigger than {limit} bytes (the limit)"}]
     declared = request.META.get("CONTENT_LENGTH") or "0"
     if declared.isdigit() and int(declared) > limit:
-        return responses.errors(413, too_big, key=key)
+        return _upload_too_large(limit, {"key": key})
     with tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024) as body:
         received = 0
         while chunk := request.read(_UPLOAD_CHUNK):
             received += len(chunk)
             if received > limit:
-                return responses.errors(413, too_big, key=key)
+                return _upload_too_large(limit, {"key": key})
             body.write(chunk)
         body.seek(0)
         try:

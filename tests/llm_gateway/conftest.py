@@ -46,7 +46,7 @@ def gateway_env(fake: FakeUpstream, **extra: str) -> dict[str, str]:
         "CLOUDFLARE_API_BASE": f"{fake.url}/client/v4",
         "CLOUDFLARE_ACCOUNT_ID": CF_ACCOUNT,
         "CLOUDFLARE_API_TOKEN": CF_TOKEN,
-        "FAKE_OPENAI_KEY": OPENAI_KEY,
+        "HEPGG_UPSTREAM_KEY_FAKE_OPENAI": OPENAI_KEY,
         "GATEWAY_UPSTREAM_READ_TIMEOUT": "5",
         **extra,
     }

@@ -169,7 +169,7 @@ def test_an_openai_compatible_model_goes_to_its_base_url_with_the_key_from_the_e
         provider="openai_compatible",
         upstream_model="llama-3.1-8b-instruct",
         base_url=f"{fake.url}/v1",
-        api_key_env="FAKE_OPENAI_KEY",
+        api_key_env="HEPGG_UPSTREAM_KEY_FAKE_OPENAI",
     )
     _, key = api_key_mint(account=member.account, model="local-llama")
     server = start_gateway()

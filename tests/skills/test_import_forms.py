@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from django.core.management import call_command
@@ -103,32 +101,6 @@ def test_the_management_command_imports_a_zip_file(publisher, tmp_path, client, 
     call_command("import_skills", str(archive), account=publisher.account.email, json=True)
     result = json.loads(capsys.readouterr().out)
     assert result["skills"][0]["name"] == "pdf-forms"
-    assert_served(client, "pdf-forms", PDF)
-
-
-def test_the_management_command_imports_a_url(publisher, client, capsys):
-    body = make_zip(PDF, prefix="pdf-forms/")
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/pdf-forms.zip"
-        call_command("import_skills", url, account=publisher.account.email)
-    finally:
-        server.shutdown()
-        server.server_close()
-    assert "pdf-forms@1" in capsys.readouterr().out
     assert_served(client, "pdf-forms", PDF)
 
 
