@@ -26,11 +26,13 @@ refreshed in the background once it is ``VIEW_SECONDS`` old, and a request waits
 one only when it is ``VIEW_MAX_SECONDS`` old (an idle key).
 
 The budget bound. Call a request *in flight* from its admission until its cost is in the shared
-counter. A process sees its own charges at once, so its own in-flight requests are those still
-being answered upstream. Another process's requests are seen once their cost is flushed
-(≤ ``CHARGE_FLUSH_SECONDS``) and this process's view refreshed (≤ ``VIEW_SECONDS`` while it
-serves the key). So the month's spend exceeds the budget by at most the cost of the requests in
-flight at the moment it crossed, where in flight includes those up to ~0.2 s past their response.
+counter (across all processes: still being answered upstream, or charged but waiting in a
+process's batch, at most ``CHARGE_FLUSH_SECONDS``). The month's spend never exceeds the budget by
+more than the cost of the requests in flight when it crossed. Far from the budget a process
+decides on its view, which is enough; *near* it (less left than ``NEAR_BUDGET_REQUESTS`` requests
+at the key's average cost, or than ``NEAR_BUDGET_SECONDS`` of the whole fleet's spend rate seen
+between two reads) every admission reads the shared counter, carrying this process's waiting
+charges, so a stale view cannot admit past the crossing.
 
 How the slices move (the design of quota services such as Doorman's: a client holds capacity
 leased from a server, asks ahead of need, and gives back what it does not use):
@@ -73,6 +75,8 @@ LEASE_HORIZON = 0.5  # a slice holds at most this many seconds of the key's rate
 IDLE_RETURN_SECONDS = 1.0
 VIEW_SECONDS = 0.1
 VIEW_MAX_SECONDS = 1.0
+NEAR_BUDGET_REQUESTS = 100
+NEAR_BUDGET_SECONDS = 1.0
 REDIS_RETRY_SECONDS = 1.0
 _BUCKET_TTL_MS = 120_000
 _MAX_LEASES = 10_000
@@ -190,6 +194,8 @@ class Lease:
     unseen_tokens: int = 0  # charges made here since the last read started
     unseen_cost: float = 0.0
     refused_until: float = 0.0  # the shared bucket is empty until then (no round trips)
+    average_cost: float = 0.0  # of this process's requests (moving average)
+    spend_rate: float = 0.0  # of the whole fleet, dollars a second, from two reads
     granted_at: float = 0.0
     last_used: float = 0.0
     fetch: asyncio.Task[None] | None = None
@@ -238,6 +244,7 @@ class LeaseTable:
         if lease is not None:
             lease.unseen_tokens += tokens
             lease.unseen_cost += cost
+            lease.average_cost += (cost - lease.average_cost) / 8
 
     def down(self) -> bool:
         return self._down(time.monotonic())
@@ -271,9 +278,22 @@ class LeaseTable:
         """Whether this request must read the shared levels before it can be decided."""
         if lease.viewed_at is None or (quota.budget and lease.spent is None):
             return not (self._down(now) and lease.requests >= 1)
+        if self._down(now):
+            return False
+        if quota.budget and self._near_budget(lease, quota):
+            return True
         if quota.tpm or quota.budget:
-            return now - lease.viewed_at > VIEW_MAX_SECONDS and not self._down(now)
+            return now - lease.viewed_at > VIEW_MAX_SECONDS
         return False
+
+    @staticmethod
+    def _near_budget(lease: Lease, quota: Quota) -> bool:
+        """Whether the budget is close enough that a stale view could admit past it."""
+        left = quota.budget - (lease.spent or 0.0) - lease.unseen_cost
+        margin = max(
+            NEAR_BUDGET_REQUESTS * lease.average_cost, NEAR_BUDGET_SECONDS * lease.spend_rate
+        )
+        return 0 < left <= margin
 
     def _check_view(self, lease: Lease, quota: Quota, now: float) -> tuple[str, float]:
         if quota.budget:
@@ -391,7 +411,11 @@ class LeaseTable:
         granted = int(raw[2])
         lease.shared_requests, lease.tokens = float(raw[3]), float(raw[4])
         spent = raw[5].decode() if isinstance(raw[5], bytes) else str(raw[5])
+        previous, previous_at = lease.spent, lease.viewed_at
         lease.spent = float(spent) if spent else None
+        if previous is not None and lease.spent is not None and previous_at is not None:
+            rate = max(0.0, lease.spent - previous) / max(1e-3, now - previous_at)
+            lease.spend_rate = max(rate, lease.spend_rate * 0.5)  # quick up, slow down
         lease.viewed_at = now
         if reason == "requests" and want:
             lease.refused_until = now + float(raw[1])
