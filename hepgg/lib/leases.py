@@ -80,6 +80,7 @@ NEAR_BUDGET_SECONDS = 1.0
 REDIS_RETRY_SECONDS = 1.0
 _BUCKET_TTL_MS = 120_000
 _MAX_LEASES = 10_000
+_ATTEMPTS = 4
 
 
 def burst(rpm: int) -> int:
@@ -194,6 +195,7 @@ class Lease:
     unseen_tokens: int = 0  # charges made here since the last read started
     unseen_cost: float = 0.0
     refused_until: float = 0.0  # the shared bucket is empty until then (no round trips)
+    waiting: int = 0  # requests here waiting for a slice
     average_cost: float = 0.0  # of this process's requests (moving average)
     spend_rate: float = 0.0  # of the whole fleet, dollars a second, from two reads
     granted_at: float = 0.0
@@ -222,10 +224,20 @@ class LeaseTable:
             now = time.monotonic()
         reason, retry = self._check_view(lease, quota, now)
         if not reason and quota.rpm:
-            if lease.requests < 1 and now >= lease.refused_until:
-                await self._refresh(keys, lease, quota, take, put_back)  # the slice ran out
+            # The slice ran out: fetch one sized for every request waiting here. Concurrent
+            # requests may take what one fetch brought, so try a few times before a 429.
+            attempts = 0
+            while lease.requests < 1 and now >= lease.refused_until and attempts < _ATTEMPTS:
+                attempts += 1
+                lease.waiting += 1
+                try:
+                    await self._refresh(keys, lease, quota, take, put_back)
+                finally:
+                    lease.waiting -= 1
                 now = time.monotonic()
                 reason, retry = self._check_view(lease, quota, now)
+                if reason:
+                    break
             if not reason:
                 if lease.requests >= 1:
                     lease.requests -= 1
@@ -367,7 +379,7 @@ class LeaseTable:
         return task
 
     def _want(self, lease: Lease, quota: Quota, now: float) -> int:
-        if not quota.rpm or lease.requests > lease.slice // 2:
+        if not quota.rpm or (lease.requests > lease.slice // 2 and not lease.waiting):
             return 0
         if lease.granted_at:
             used_in = now - lease.granted_at
@@ -375,7 +387,7 @@ class LeaseTable:
                 lease.slice = min(slice_cap(quota.rpm), lease.slice * 2)
             elif used_in > 2 * LEASE_HORIZON:
                 lease.slice = max(1, lease.slice // 2)
-        return lease.slice
+        return max(lease.slice, min(lease.waiting, burst(quota.rpm)))
 
     async def _fetch(
         self,
@@ -420,6 +432,7 @@ class LeaseTable:
         if reason == "requests" and want:
             lease.refused_until = now + float(raw[1])
         if granted:
+            lease.refused_until = 0.0
             lease.requests += granted
             lease.granted_at = lease.last_used = now
             self._arm_idle_timer(keys, lease, quota, take, put_back)

@@ -125,6 +125,24 @@ def test_warm_requests_spend_the_lease_without_a_round_trip_each(
     assert private_redis.scripts_run() <= 50
 
 
+def test_a_burst_of_concurrent_requests_on_a_cold_key_is_admitted_up_to_the_burst(
+    private_redis: PrivateRedis,
+) -> None:
+    table = leases.LeaseTable()
+    roomy, tight = str(uuid.uuid4()), str(uuid.uuid4())
+
+    async def burst_of(subject: str, rpm: int) -> int:
+        quota = leases.Quota(rpm=rpm, tpm=0, budget=0.0)
+        results = await asyncio.gather(*(allowed(table, subject, quota) for _ in range(50)))
+        return sum(results)
+
+    async def scenario() -> tuple[int, int]:
+        return await burst_of(roomy, 60_000), await burst_of(tight, 600)
+
+    # One slice of 1 for 50 waiters would turn most of them away while the bucket holds 600.
+    assert asyncio.run(scenario()) == (50, leases.burst(600))
+
+
 def test_four_processes_never_admit_more_than_the_burst_plus_the_refill(
     private_redis: PrivateRedis,
 ) -> None:
