@@ -34,11 +34,21 @@ at the key's average cost, or than ``NEAR_BUDGET_SECONDS`` of the whole fleet's 
 between two reads) every admission reads the shared counter, carrying this process's waiting
 charges, so a stale view cannot admit past the crossing.
 
+Why this and not another design. Envoy's global rate limiting asks its rate-limit service on
+every request (exact, but the round trip we are removing; and its fixed windows let up to twice
+the limit through across a window boundary); its local rate limit is a token bucket per instance
+(no round trip, but the error grows with the number of instances); its quota service (RLQS)
+assigns each instance a share from periodic usage reports, so the error is bounded by the
+assignments outstanding. A sliding window (Cloudflare's) estimates the previous window's share
+and is approximate. Leasing from one shared bucket keeps the no-round-trip speed of local
+limits with an error bounded by what is leased, which the give-back and the slice cap keep small.
+
 How the slices move (the design of quota services such as Doorman's: a client holds capacity
 leased from a server, asks ahead of need, and gives back what it does not use):
 
 - a cold key, or a process whose slice ran out, pays one round trip (``_SCRIPT`` charges what is
-  waiting, reads the levels and grants up to ``want`` requests, all atomically);
+  waiting, reads the levels and grants up to ``want`` requests, all atomically); the slice is
+  sized for every request waiting on it, so a burst on a cold key is not turned away;
 - once a slice is down to half, the next one is fetched in the background (prefetch), and a
   slice doubles while it is used up within ``LEASE_HORIZON`` (up to ``slice_cap``), halves when
   it is not;
