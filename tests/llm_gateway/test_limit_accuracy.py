@@ -36,6 +36,8 @@ async def offer_load(url: str, key: str) -> tuple[int, int, int, float]:
         async def one() -> None:
             nonlocal last_ok
             async with gate:
+                if time.monotonic() - start >= SECONDS:
+                    return  # queued here past the minute (a slow machine): never sent
                 try:
                     response = await client.post(
                         f"{url}/v1/chat/completions",
@@ -74,10 +76,13 @@ def test_four_workers_sharing_redis_admit_600_rpm_for_a_minute_within_the_burst(
     admitted, limited, other, last_ok = asyncio.run(offer_load(server.base_url, api_key))
 
     # The stated bound for a fresh key: burst + rpm * T / 60, T from the first send to the last
-    # admission (a little over 60 s: the last requests are still being answered).
-    bound = leases.burst(RPM) + RPM * last_ok / 60
-    print(f"admitted {admitted}, refused {limited}, other {other}, bound {bound:.1f}")
+    # admission: a little over 60 s, since the requests sent last are still being answered (on a
+    # loaded machine, seconds over: the refill goes on meanwhile).
+    window = max(SECONDS, last_ok)
+    bound = leases.burst(RPM) + RPM * window / 60
+    print(f"admitted {admitted}, refused {limited}, other {other}, in {window:.2f} s")
+    print(f"bound {bound:.1f}")
     assert other == 0
     assert limited > 600  # the load was well above the limit throughout
     assert RPM <= admitted <= bound
-    assert admitted <= RPM * 1.01 + 1  # the slack: 1% (one more when the tail runs past 60 s)
+    assert admitted <= RPM * window / 60 * 1.01 + 1  # the slack: 1% of the window's allowance
