@@ -625,6 +625,7 @@ def render_markdown(res: dict[str, Any]) -> str:
             ]
             cells += [_fmt(r.get("c32_p99_ms"), 1), str(errors)]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += _peer_ratios(res)
     lines += [
         "",
         "## Memory (whole process tree)",
@@ -635,6 +636,24 @@ def render_markdown(res: dict[str, Any]) -> str:
     for name, m in res["rss"].items():
         lines.append(f"| {name} | {m['idle_rss_mb']} | {m['peak_rss_mb']} | {m['hwm_sum_mb']} |")
     return "\n".join(lines) + "\n"
+
+
+def _peer_ratios(res: dict[str, Any]) -> list[str]:
+    """Each hepgg target's c32 req/s divided by each peer's (not the baseline's), per scenario."""
+    rows = []
+    for scn in res["scenarios"]:
+        summary = scn["summary"]
+        ours = [n for n in summary if n.startswith("hepgg")]
+        peers = [n for n in summary if n != scn["baseline"] and not n.startswith("hepgg")]
+        for name in ours:
+            for peer in peers:
+                a, b = summary[name].get("c32_rps"), summary[peer].get("c32_rps")
+                if a and b:
+                    rows.append(f"| {scn['scenario']} | {name} | {peer} | {a / b:.1f}x |")
+    if not rows:
+        return []
+    header = ["", "## hepgg vs peers (c32 req/s ratio)", ""]
+    return [*header, "| scenario | target | peer | ratio |", "|---|---|---|--:|", *rows]
 
 
 def write_results(res: dict[str, Any], stem: str, out_dir: Path = RESULTS_DIR) -> tuple[Path, Path]:

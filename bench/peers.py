@@ -1,10 +1,12 @@
-"""The servers a benchmark run starts: fake upstream, LiteLLM proxy (peer), nginx (reference).
+"""The servers a benchmark run starts: fake upstream, LiteLLM proxy and Portkey's gateway (peers),
+nginx (reference).
 
 Also a tiny CLI to run any of them by hand, in the foreground:
 
     python bench/peers.py fake --port 18080
     python bench/peers.py litellm --port 18100 --upstream http://127.0.0.1:18080
     python bench/peers.py nginx --port 18090 --upstream-port 18080
+    python bench/peers.py portkey --port 18110
     python bench/peers.py litellm-config --upstream http://127.0.0.1:18080   # print the YAML
 """
 
@@ -26,6 +28,7 @@ from harness import BENCH_DIR, BenchConfig, RssSampler, Server, check_loopback
 FAKE_SCRIPT = BENCH_DIR / "fake_upstream.py"
 NGINX_TEMPLATE = BENCH_DIR / "nginx.conf.template"
 LITELLM_VENV = BENCH_DIR / ".venv-litellm"
+PORTKEY_SERVER = BENCH_DIR / ".portkey/node_modules/@portkey-ai/gateway/build/start-server.js"
 LITELLM_MASTER_KEY = "sk-bench-master"
 LITELLM_MODEL = "bench-model"
 UPSTREAM_OPENAI_KEY = "sk-bench-upstream"
@@ -73,12 +76,25 @@ model_list:
       api_base: {upstream.rstrip("/")}/v1
       api_key: {UPSTREAM_OPENAI_KEY}
 litellm_settings:
+  # The fastest setup LiteLLM documents (docs.litellm.ai/docs/proxy/prod, "Best Practices for
+  # Production"): no callbacks, no debug logging, no retries.
   telemetry: false
   drop_params: true
   set_verbose: false
+  json_logs: true
   request_timeout: 600
+  num_retries: 0
+  callbacks: []
+  success_callback: []
+  failure_callback: []
+  turn_off_message_logging: true
+router_settings:
+  num_retries: 0
 general_settings:
   master_key: {master_key}
+  disable_spend_logs: true
+  disable_error_logs: true
+  allow_requests_on_db_unavailable: true
 """
 
 
@@ -120,6 +136,24 @@ def litellm(port: int, upstream: str, workdir: Path, log_dir: Path | None = None
         log_path=_log(log_dir or workdir, "litellm"),
         start_timeout_s=120,
     )
+
+
+def portkey(port: int, log_dir: Path | None = None) -> Server:
+    """Portkey's open-source gateway (Node), headless (no console UI). A request names its
+    provider and upstream in headers (``portkey_headers``): no config file."""
+    if not PORTKEY_SERVER.exists():
+        raise SystemExit(f"{PORTKEY_SERVER} missing: run bench/portkey_setup.sh first")
+    cmd = ["node", str(PORTKEY_SERVER), "--headless", f"--port={port}"]
+    return Server("portkey", cmd, port, log_path=_log(log_dir, "portkey"), start_timeout_s=60)
+
+
+def portkey_headers(upstream: str) -> dict[str, str]:
+    check_loopback(upstream)
+    return {
+        "x-portkey-provider": "openai",
+        "x-portkey-custom-host": f"{upstream.rstrip('/')}/v1",
+        "Authorization": f"Bearer {UPSTREAM_OPENAI_KEY}",
+    }
 
 
 def nginx_conf(port: int, upstream_port: int, prefix: Path, workers: int = 1) -> str:
@@ -173,6 +207,12 @@ def add_common_args(ap: argparse.ArgumentParser) -> None:
     s.add_argument("--chunk-delay-ms", type=float, default=0.0)
     s.add_argument("--litellm-port", type=int, default=18100)
     s.add_argument("--no-litellm", action="store_true")
+    s.add_argument("--nginx-port", type=int, default=18090, help="Anthropic run only")
+    s.add_argument("--no-nginx", action="store_true")
+    s.add_argument("--portkey-port", type=int, default=18110)
+    s.add_argument(
+        "--no-portkey", action="store_true", help="leave out Portkey's gateway (OpenAI run only)"
+    )
     h = ap.add_argument_group("hepgg (included as a target when --hepgg-url is given)")
     h.add_argument(
         "--hepgg-header",
@@ -246,6 +286,8 @@ def stack(args: argparse.Namespace, hepgg_port: int | None) -> Iterator[Stack]:
             st.add(fake_upstream(args.fake_port, args.chunk_delay_ms, logs))
             if not args.no_litellm:
                 st.add(litellm(args.litellm_port, upstream, st.workdir, logs))
+            if getattr(args, "with_portkey", False) and not args.no_portkey:
+                st.add(portkey(args.portkey_port, logs))
             if args.hepgg_cmd:
                 if hepgg_port is None:
                     raise SystemExit("--hepgg-cmd needs --hepgg-url with an explicit port")
@@ -277,7 +319,7 @@ def _main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("which", choices=["fake", "litellm", "nginx", "litellm-config"])
+    ap.add_argument("which", choices=["fake", "litellm", "nginx", "portkey", "litellm-config"])
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--upstream", default="http://127.0.0.1:18080")
     ap.add_argument("--upstream-port", type=int, default=18080)
@@ -290,11 +332,14 @@ def _main() -> None:
         return
     with tempfile.TemporaryDirectory(prefix=f"bench-{args.which}-") as tmp:
         work = Path(tmp)
-        port = args.port or {"fake": 18080, "litellm": 18100, "nginx": 18090}[args.which]
+        defaults = {"fake": 18080, "litellm": 18100, "nginx": 18090, "portkey": 18110}
+        port = args.port or defaults[args.which]
         if args.which == "fake":
             server = fake_upstream(port, workdir=work)
         elif args.which == "litellm":
             server = litellm(port, args.upstream, work)
+        elif args.which == "portkey":
+            server = portkey(port, work)
         else:
             server = nginx(port, args.upstream_port, work)
         server.start()

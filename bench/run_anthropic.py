@@ -78,8 +78,6 @@ def main() -> None:
     ap.add_argument(
         "--hepgg-url", help="hepgg Claude proxy base, e.g. http://127.0.0.1:8000/anthropic/pt_..."
     )
-    ap.add_argument("--nginx-port", type=int, default=18090)
-    ap.add_argument("--no-nginx", action="store_true")
     peers.add_common_args(ap)
     args = ap.parse_args()
     hepgg_port = urlsplit(args.hepgg_url).port if args.hepgg_url else None

@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # Both gateway benchmarks with hepgg as a target, in one go:
-#   bench/run_hepgg.sh                 # hepgg on uvicorn (the production command)
+#   bench/run_hepgg.sh                 # hepgg on uvicorn (the production command), one worker
+#   WORKERS=2 bench/run_hepgg.sh       # uvicorn with 2 workers (how throughput scales)
 #   SERVER=daphne bench/run_hepgg.sh   # hepgg on daphne (which serves it too)
 # hepgg runs as deployed: PostgreSQL and Redis (a fresh bench database), DEBUG off, with
-# authentication, rate limiting (a key with limits far above the load) and metering all on.
-# Extra arguments go to both run_*.py scripts (e.g. --rounds 1 --no-litellm).
+# authentication and metering on. The OpenAI run measures two keys side by side, interleaved
+# with the peers (LiteLLM, Portkey's gateway): "hepgg", a key without limits, and "hepgg+limits",
+# a key with requests and tokens per minute and a monthly budget (far above the load, so every
+# limit is checked and none refuses). Extra arguments go to both run_*.py scripts
+# (e.g. --rounds 1 --no-litellm).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SERVER="${SERVER:-uvicorn}"
+WORKERS="${WORKERS:-1}"
 PORT="${HEPGG_BENCH_PORT:-18200}"
 export DATABASE_URL="${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/hepgg_bench}"
 export REDIS_URL="${BENCH_REDIS_URL:-redis://127.0.0.1:6379/15}"
@@ -25,25 +30,31 @@ credentials=$(.venv/bin/python manage.py shell --no-imports -c '
 import json
 from accounts.services import account_create, api_key_mint, machine_register
 account, _ = account_create(email="bench@example.com")
-key, secret = api_key_mint(account=account, model="cf-gpt-oss-20b", name="bench")
-key.requests_per_minute = 10_000_000
-key.tokens_per_minute = 1_000_000_000
-key.save()
+_key, secret = api_key_mint(account=account, model="cf-gpt-oss-20b", name="bench")
+limited, limited_secret = api_key_mint(
+    account=account, model="cf-gpt-oss-20b", name="bench-limits"
+)
+limited.requests_per_minute = 10_000_000
+limited.tokens_per_minute = 1_000_000_000
+limited.monthly_budget_usd = 1_000_000
+limited.save()
 _machine, token = machine_register(account=account, hostname="bench")
-print(json.dumps({"key": secret, "proxy_token": token}))
+print(json.dumps({"key": secret, "limited_key": limited_secret, "proxy_token": token}))
 ')
 key=$(echo "$credentials" | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["key"])')
+limited_key=$(echo "$credentials" | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["limited_key"])')
 token=$(echo "$credentials" | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["proxy_token"])')
 
 case "$SERVER" in
     uvicorn) cmd="exec .venv/bin/uvicorn hepgg.asgi:application --host 127.0.0.1 --port $PORT \
---lifespan on --no-access-log --loop uvloop --http httptools" ;;
+--lifespan on --no-access-log --loop uvloop --http httptools --workers $WORKERS" ;;
     daphne) cmd="exec .venv/bin/daphne -b 127.0.0.1 -p $PORT hepgg.asgi:application" ;;
     *) echo "SERVER must be uvicorn or daphne" >&2; exit 2 ;;
 esac
 
+echo "load average before the runs: $(cut -d' ' -f1-3 /proc/loadavg)"
 .venv/bin/python bench/run_openai.py --hepgg-url "http://127.0.0.1:$PORT" --hepgg-key "$key" \
-    --hepgg-model cf-gpt-oss-20b --hepgg-cmd "$cmd" "$@"
+    --hepgg-limited-key "$limited_key" --hepgg-model cf-gpt-oss-20b --hepgg-cmd "$cmd" "$@"
 .venv/bin/python bench/run_anthropic.py --hepgg-url "http://127.0.0.1:$PORT/anthropic/$token" \
     --hepgg-cmd "$cmd" "$@"
 .venv/bin/python bench/open_streams.py --hepgg-url "http://127.0.0.1:$PORT/anthropic/$token" \

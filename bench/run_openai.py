@@ -1,8 +1,12 @@
-"""OpenAI-compatible chat completions: direct vs LiteLLM proxy (vs hepgg with --hepgg-url).
+"""OpenAI-compatible chat completions: direct vs LiteLLM proxy vs Portkey's gateway (vs hepgg
+with --hepgg-url; a second hepgg target with --hepgg-limited-key, a key with limits).
+
+Portkey's gateway 1.15.2 answers streams with a 500 on Node 20 (``TypeError: immutable`` in its
+header update), so it is measured on non-streaming chat only.
 
 python bench/run_openai.py
 python bench/run_openai.py --hepgg-url http://127.0.0.1:8000 \\
-    --hepgg-key sk-hyd-... --hepgg-model bench-model
+    --hepgg-key sk-hyd-... --hepgg-limited-key sk-hyd-... --hepgg-model bench-model
 """
 
 from __future__ import annotations
@@ -52,12 +56,28 @@ def targets(args: argparse.Namespace, upstream: str, stream: bool) -> list[Targe
             **peers.parse_headers(args.hepgg_header),
         }
         out.append(Target("hepgg", args.hepgg_url, PATH, h, body(args.hepgg_model, stream), expect))
+        if args.hepgg_limited_key:
+            h = {**h, "Authorization": f"Bearer {args.hepgg_limited_key}"}
+            hepgg_body = body(args.hepgg_model, stream)
+            out.append(Target("hepgg+limits", args.hepgg_url, PATH, h, hepgg_body, expect))
     if not args.no_litellm:
         h = {**json_h, "Authorization": f"Bearer {peers.LITELLM_MASTER_KEY}"}
         out.append(
             Target(
                 "litellm",
                 f"http://127.0.0.1:{args.litellm_port}",
+                PATH,
+                h,
+                body(peers.LITELLM_MODEL, stream),
+                expect,
+            )
+        )
+    if not args.no_portkey and not stream:  # its streams fail on Node 20: see the docstring
+        h = {**json_h, **peers.portkey_headers(upstream)}
+        out.append(
+            Target(
+                "portkey",
+                f"http://127.0.0.1:{args.portkey_port}",
                 PATH,
                 h,
                 body(peers.LITELLM_MODEL, stream),
@@ -76,8 +96,14 @@ def main() -> None:
     ap.add_argument(
         "--hepgg-model", default=peers.LITELLM_MODEL, help="model slug the key is bound to"
     )
+    ap.add_argument(
+        "--hepgg-limited-key",
+        default="",
+        help="a second hepgg key, with limits (rpm, tpm, budget): measured as hepgg+limits",
+    )
     peers.add_common_args(ap)
     args = ap.parse_args()
+    args.with_portkey = True
     hepgg_port = urlsplit(args.hepgg_url).port if args.hepgg_url else None
     with peers.stack(args, hepgg_port) as st:
         scenarios = [

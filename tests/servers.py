@@ -6,6 +6,7 @@ uses it needs ``transactional_db`` (committed rows) and sees what the server wro
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -54,12 +55,24 @@ class ServerProcess:
     def stop(self, *, graceful: bool = True, timeout: float = 10) -> None:
         if self.process.poll() is not None:
             return
+        children = _children(self.process.pid)  # uvicorn's workers, should the manager be killed
         self.process.send_signal(signal.SIGTERM if graceful else signal.SIGKILL)
         try:
             self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout=timeout)
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(child) for child in text.split()]
 
 
 def server_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -81,11 +94,17 @@ def start_hepgg(
     *,
     env: dict[str, str] | None = None,
     server: str = "daphne",
+    workers: int = 1,
     ready_timeout: float = 30,
     port: int | None = None,
 ) -> ServerProcess:
     """Start ``hepgg.asgi:application`` under ``server`` (daphne or uvicorn) and wait for it.
+
+    ``workers`` > 1 runs uvicorn's process manager (the production command with ``--workers``);
+    the processes share the listening socket, so the kernel spreads connections over them.
     ``port`` lets a test know the URL before the start (e.g. for ``GATEWAY_PUBLIC_URL``)."""
+    if workers > 1 and server != "uvicorn":
+        raise ValueError("only uvicorn runs several workers")
     port = port or free_port()
     app = "hepgg.asgi:application"
     if server == "daphne":
@@ -101,6 +120,7 @@ def start_hepgg(
             str(port),
             "--lifespan",
             "on",
+            *(["--workers", str(workers)] if workers > 1 else []),
             app,
         ]
     else:

@@ -1,19 +1,24 @@
-"""Per-subject limits: requests per minute, tokens per minute and a monthly spend, enforced
-atomically across processes in Redis (one Lua script per check), or in process memory when there
-is no Redis (then there is one process).
+"""Per-subject limits: requests per minute, tokens per minute and a monthly spend, shared by
+every process through Redis, or in process memory when there is no Redis (then there is one
+process).
 
-Both per-minute limits are token buckets that refill continuously (capacity = the limit, refill =
-the limit per 60 s), the model OpenAI describes for its own limits:
+The request bucket refills ``rpm / 60`` per second and holds ``leases.burst(rpm)`` requests (1% of
+the minute, at least 6, or the whole limit when smaller); the token bucket holds the whole
+minute (``tpm``) and refills ``tpm / 60`` per second, the model OpenAI describes for its limits:
 
 - ``acquire`` takes one request from the request bucket, provided the token bucket is not empty
   and the month's spend is under budget. Tokens are unknown before the response, so
 - ``charge`` takes the tokens actually used (the bucket may go negative: the debt blocks the next
   requests until it has refilled) and adds the cost to the month's spend.
 
-With Redis, ``charge`` costs no round trip of its own: the charge waits in this process and
-travels with the subject's next ``acquire`` (the script applies it before it decides, so this
-process's next request already sees it), or with the batch a flusher task sends every
-``CHARGE_FLUSH_SECONDS`` in one pipeline, so other processes see it within that time.
+With Redis, ``acquire`` spends a *lease*: a slice of the shared request bucket this process took
+ahead of need, checked against its view of the tokens and spend (``hepgg.lib.leases`` explains
+the bounds). A warm request makes no round trip. ``charge`` costs no round trip either: the
+charge counts against this process's view at once, and waits here until the next lease fetch
+carries it, or the batch a flusher task sends every ``CHARGE_FLUSH_SECONDS`` in one pipeline.
+
+While Redis is unreachable, a process spends what its lease holds, then counts in its own memory
+(each process then allows the whole limit); shared counting resumes when Redis answers again.
 
 The spend counter lives only in the shared store; when it is missing (a new month, a flushed
 Redis) ``acquire`` answers ``budget_unknown`` and the caller seeds it from the database.
@@ -30,6 +35,9 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
+from redis.exceptions import RedisError
+
+from hepgg.lib import leases
 from hepgg.lib.redis import async_redis, redis_configured
 
 logger = logging.getLogger(__name__)
@@ -125,17 +133,17 @@ class _LocalLimiter:
         self._spend: dict[str, float] = {}
         self._lock = threading.Lock()
 
-    def _level(self, key: str, cap: int, now: float) -> float:
+    def _level(self, key: str, cap: int, per_minute: int, now: float) -> float:
         value, ts = self._buckets.get(key, (cap, now))
-        return min(cap, value + max(0.0, now - ts) * cap / 60)
+        return min(cap, value + max(0.0, now - ts) * per_minute / 60)
 
     def acquire(self, keys: list[str], limits: Limits) -> tuple[str, float, float, float]:
         rpm, tpm = limits.requests_per_minute or 0, limits.tokens_per_minute or 0
         budget = limits.monthly_budget_usd or 0
         with self._lock:
             now = time.monotonic()
-            req = self._level(keys[0], rpm, now) if rpm else 0.0
-            tok = self._level(keys[1], tpm, now) if tpm else 0.0
+            req = self._level(keys[0], leases.burst(rpm), rpm, now) if rpm else 0.0
+            tok = self._level(keys[1], tpm, tpm, now) if tpm else 0.0
             reason, retry = "", 0.0
             if budget:
                 spent = self._spend.get(keys[2])
@@ -156,7 +164,8 @@ class _LocalLimiter:
         with self._lock:
             now = time.monotonic()
             if limits.tokens_per_minute:
-                level = self._level(keys[1], limits.tokens_per_minute, now)
+                tpm = limits.tokens_per_minute
+                level = self._level(keys[1], tpm, tpm, now)
                 self._buckets[keys[1]] = (level - tokens, now)
             if limits.monthly_budget_usd and keys[2] in self._spend:
                 self._spend[keys[2]] += cost
@@ -233,6 +242,17 @@ class _PendingCharges:
 
 
 _pending = _PendingCharges()
+_leases = leases.LeaseTable()
+
+
+def _quota(limits: Limits) -> leases.Quota:
+    return leases.Quota(
+        limits.requests_per_minute or 0,
+        limits.tokens_per_minute or 0,
+        float(limits.monthly_budget_usd or 0),
+    )
+
+
 _scripts: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 
@@ -243,19 +263,19 @@ def _script(client: Any) -> Any:
     return script
 
 
-async def _run_script(keys: list[str], argv: list[str | int]) -> Any:
-    """Run ``_SCRIPT`` by its SHA (EVALSHA: the source is sent once per client, not per call)."""
-    return await _script(async_redis())(keys=keys, args=argv)
-
-
 async def acquire(subject: str, limits: Limits, *, period: str) -> Decision:
     """Check every limit of ``subject`` and take one request, all at once or not at all."""
     keys = _keys(subject, period)
     if redis_configured():
-        tokens, cost = _pending.take(subject, period)
-        raw = await _run_script(keys, _argv("acquire", limits, tokens, cost))
-        reason = raw[0].decode() if isinstance(raw[0], bytes) else str(raw[0])
-        retry, req, tok = (float(x) for x in raw[1:4])
+        try:
+            reason, retry, req, tok = await _leases.acquire(
+                keys,
+                _quota(limits),
+                take=lambda: _pending.take(subject, period),
+                put_back=lambda tokens, cost: _pending.add(subject, period, limits, tokens, cost),
+            )
+        except leases.SharedStoreDown:
+            reason, retry, req, tok = _local.acquire(keys, limits)
     else:
         reason, retry, req, tok = _local.acquire(keys, limits)
     rpm, tpm = limits.requests_per_minute or 0, limits.tokens_per_minute or 0
@@ -264,7 +284,7 @@ async def acquire(subject: str, limits: Limits, *, period: str) -> Decision:
         reason=reason,
         retry_after=retry,
         requests_remaining=max(0, math.floor(req)),
-        requests_reset=(rpm - req) * 60 / rpm if rpm else 0.0,
+        requests_reset=max(0.0, leases.burst(rpm) - req) * 60 / rpm if rpm else 0.0,
         tokens_remaining=max(0, math.floor(tok)),
         tokens_reset=(tpm - tok) * 60 / tpm if tpm else 0.0,
     )
@@ -274,19 +294,26 @@ async def charge(subject: str, limits: Limits, *, period: str, tokens: int, cost
     """Take the tokens a finished request used, and add its cost to the month's spend."""
     if not (limits.tokens_per_minute or limits.monthly_budget_usd):
         return
+    keys = _keys(subject, period)
     if redis_configured():
         _pending.add(subject, period, limits, tokens, cost)
+        _leases.note_charge(keys, tokens, cost)
+        if _leases.down():  # the local counters decide meanwhile: they must see it too
+            _local.charge(keys, limits, tokens, cost)
     else:
-        _local.charge(_keys(subject, period), limits, tokens, cost)
+        _local.charge(keys, limits, tokens, cost)
 
 
 async def seed_spend(subject: str, *, period: str, spent: float) -> None:
     """Start the month's spend counter at ``spent`` unless another process already did."""
     key = _keys(subject, period)[2]
     if redis_configured():
-        await async_redis().set(key, repr(float(spent)), nx=True, px=_SPEND_TTL_MS)
-    else:
-        _local.seed(key, spent)
+        try:
+            await async_redis().set(key, repr(float(spent)), nx=True, px=_SPEND_TTL_MS)
+            return
+        except (RedisError, OSError):  # Redis away: the local counters need the spend instead
+            logger.warning("Redis unreachable: the month's spend is seeded in this process only")
+    _local.seed(key, spent)
 
 
 async def flush_charges() -> None:
@@ -296,5 +323,6 @@ async def flush_charges() -> None:
 
 
 def clear_local() -> None:
-    """Forget the in-process buckets (tests)."""
+    """Forget the in-process buckets and leases (tests)."""
     _local.clear()
+    _leases.clear()
