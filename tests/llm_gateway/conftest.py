@@ -75,11 +75,25 @@ def api_key(member: Member, catalog_model: CatalogModel) -> str:
     return secret
 
 
+_sdk_clients: list[openai.OpenAI] = []
+
+
 def sdk(server: ServerProcess, key: str, **kwargs: Any) -> openai.OpenAI:
-    """The official client as a user would configure it (retries off, to see each answer)."""
-    return openai.OpenAI(
+    """The official client as a user would configure it (retries off, to see each answer);
+    closed after the test, so that no pooled socket is left for the garbage collector to find
+    (a ResourceWarning there fails whichever test happens to be running)."""
+    client = openai.OpenAI(
         base_url=f"{server.base_url}/v1", api_key=key, max_retries=0, timeout=20, **kwargs
     )
+    _sdk_clients.append(client)
+    return client
+
+
+@pytest.fixture(autouse=True)
+def _close_sdk_clients() -> Iterator[None]:
+    yield
+    while _sdk_clients:
+        _sdk_clients.pop().close()
 
 
 def wait_for_events(count: int, *, timeout: float = 10, **filters: Any) -> list[UsageEvent]:
