@@ -1,6 +1,7 @@
 """Per-subject limits: requests per minute, tokens per minute and a monthly spend, enforced
 atomically across processes in Redis (one Lua script per check), or in process memory when there
-is no Redis (then there is one process).
+is no Redis (then there is one process) and while Redis is down (``hepgg.lib.redis``'s breaker:
+then each process counts on its own, so a limit is enforced per process until Redis is back).
 
 Both per-minute limits are token buckets that refill continuously (capacity = the limit, refill =
 the limit per 60 s), the model OpenAI describes for its own limits:
@@ -30,7 +31,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
-from hepgg.lib.redis import async_redis, redis_configured
+from hepgg.lib.redis import OUTAGE, async_redis, redis_failed, redis_up
 
 logger = logging.getLogger(__name__)
 
@@ -204,24 +205,34 @@ class _PendingCharges:
             self._flushers.add(task)
             task.add_done_callback(self._flushers.discard)
 
+    def put_back(self, subject: str, period: str, limits: Limits, tokens: int, cost: float) -> None:
+        """Charges ``take`` handed to a script that never ran: they wait for the next flush."""
+        if tokens or cost:
+            self.add(subject, period, limits, tokens, cost)
+
     def take(self, subject: str, period: str) -> tuple[int, float]:
         _limits, tokens, cost = self._charges.pop((subject, period), (None, 0, 0.0))
         return tokens, cost
 
     async def flush(self) -> None:
-        charges, self._charges = self._charges, {}
-        if not charges:
+        if not self._charges or not redis_up():  # while Redis is down they wait for it here
             return
+        charges, self._charges = self._charges, {}
         client = async_redis()
         script = _script(client)
-        async with client.pipeline(transaction=False) as pipe:
+        try:
+            async with client.pipeline(transaction=False) as pipe:
+                for (subject, period), (limits, tokens, cost) in charges.items():
+                    await script(
+                        keys=_keys(subject, period),
+                        args=_argv("charge", limits, tokens, cost),
+                        client=pipe,
+                    )
+                await pipe.execute()
+        except OUTAGE as exc:
+            redis_failed(exc)
             for (subject, period), (limits, tokens, cost) in charges.items():
-                await script(
-                    keys=_keys(subject, period),
-                    args=_argv("charge", limits, tokens, cost),
-                    client=pipe,
-                )
-            await pipe.execute()
+                self.put_back(subject, period, limits, tokens, cost)
 
     async def _flush_forever(self) -> None:
         while True:
@@ -248,16 +259,29 @@ async def _run_script(keys: list[str], argv: list[str | int]) -> Any:
     return await _script(async_redis())(keys=keys, args=argv)
 
 
+async def _shared_acquire(
+    subject: str, period: str, limits: Limits
+) -> tuple[str, float, float, float] | None:
+    """The script's decision, or None when Redis is down (then the caller counts locally)."""
+    if not redis_up():
+        return None
+    tokens, cost = _pending.take(subject, period)
+    try:
+        raw = await _run_script(_keys(subject, period), _argv("acquire", limits, tokens, cost))
+    except OUTAGE as exc:
+        redis_failed(exc)
+        _pending.put_back(subject, period, limits, tokens, cost)
+        return None
+    reason = raw[0].decode() if isinstance(raw[0], bytes) else str(raw[0])
+    retry, req, tok = (float(x) for x in raw[1:4])
+    return reason, retry, req, tok
+
+
 async def acquire(subject: str, limits: Limits, *, period: str) -> Decision:
     """Check every limit of ``subject`` and take one request, all at once or not at all."""
     keys = _keys(subject, period)
-    if redis_configured():
-        tokens, cost = _pending.take(subject, period)
-        raw = await _run_script(keys, _argv("acquire", limits, tokens, cost))
-        reason = raw[0].decode() if isinstance(raw[0], bytes) else str(raw[0])
-        retry, req, tok = (float(x) for x in raw[1:4])
-    else:
-        reason, retry, req, tok = _local.acquire(keys, limits)
+    shared = await _shared_acquire(subject, period, limits)
+    reason, retry, req, tok = shared if shared is not None else _local.acquire(keys, limits)
     rpm, tpm = limits.requests_per_minute or 0, limits.tokens_per_minute or 0
     return Decision(
         allowed=not reason,
@@ -274,7 +298,7 @@ async def charge(subject: str, limits: Limits, *, period: str, tokens: int, cost
     """Take the tokens a finished request used, and add its cost to the month's spend."""
     if not (limits.tokens_per_minute or limits.monthly_budget_usd):
         return
-    if redis_configured():
+    if redis_up():
         _pending.add(subject, period, limits, tokens, cost)
     else:
         _local.charge(_keys(subject, period), limits, tokens, cost)
@@ -283,16 +307,18 @@ async def charge(subject: str, limits: Limits, *, period: str, tokens: int, cost
 async def seed_spend(subject: str, *, period: str, spent: float) -> None:
     """Start the month's spend counter at ``spent`` unless another process already did."""
     key = _keys(subject, period)[2]
-    if redis_configured():
-        await async_redis().set(key, repr(float(spent)), nx=True, px=_SPEND_TTL_MS)
-    else:
-        _local.seed(key, spent)
+    if redis_up():
+        try:
+            await async_redis().set(key, repr(float(spent)), nx=True, px=_SPEND_TTL_MS)
+            return
+        except OUTAGE as exc:
+            redis_failed(exc)
+    _local.seed(key, spent)
 
 
 async def flush_charges() -> None:
     """Send the charges waiting in this process now (graceful shutdown, tests)."""
-    if redis_configured():
-        await _pending.flush()
+    await _pending.flush()
 
 
 def clear_local() -> None:
