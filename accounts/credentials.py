@@ -2,8 +2,9 @@
 
 ``resolve(value, kind)`` and ``aresolve(value, kind)`` return an identity (small, frozen, cacheable)
 or ``None``. A value of the wrong shape costs nothing; a well-formed one costs one indexed query on
-a cold cache and none on a warm one. Revoking writes a tombstone over the cache entry
-(``Credential.revoke``), so a revoked secret stops working at once in every process.
+a cold cache and none on a warm one. Ending a credential (``Credential.revoke``, or deleting its
+row, the account's cascade included) writes a tombstone over the cache entry through
+``hepgg.lib.sharedcache``, whose signals make every process drop its copy before its next read.
 """
 
 from __future__ import annotations
@@ -138,10 +139,11 @@ def resolve(value: str, kind: Kind) -> Identity | None:
     if not is_well_formed(value, kind):
         return None
     key_hash = hash_secret(value)
-    cached = sharedcache.get(cache_key(key_hash))
-    if cached is None:
-        cached = _to_cached(kind, _load(kind, key_hash))
-        sharedcache.add(cache_key(key_hash), cached, settings.CREDENTIAL_CACHE_SECONDS)
+    cached = sharedcache.fetch(
+        cache_key(key_hash),
+        lambda: _to_cached(kind, _load(kind, key_hash)),
+        settings.CREDENTIAL_CACHE_SECONDS,
+    )
     return _from_cached(kind, cached)
 
 
@@ -150,8 +152,9 @@ async def aresolve(value: str, kind: Kind) -> Identity | None:
     if not is_well_formed(value, kind):
         return None
     key_hash = hash_secret(value)
-    cached = await sharedcache.aget(cache_key(key_hash))
-    if cached is None:
-        cached = _to_cached(kind, await database_sync_to_async(_load)(kind, key_hash))
-        await sharedcache.aadd(cache_key(key_hash), cached, settings.CREDENTIAL_CACHE_SECONDS)
+
+    async def load() -> dict[str, Any]:
+        return _to_cached(kind, await database_sync_to_async(_load)(kind, key_hash))
+
+    cached = await sharedcache.afetch(cache_key(key_hash), load, settings.CREDENTIAL_CACHE_SECONDS)
     return _from_cached(kind, cached)

@@ -8,9 +8,11 @@ index) and a short display prefix; the secret itself is shown once by the servic
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from django.conf import settings
 from django.db import models, transaction
+from django.db.models.signals import post_delete
 from django.utils import timezone
 
 from accounts.tokens import cache_key
@@ -59,23 +61,30 @@ class Credential(models.Model):
         return self.revoked_at is None
 
     def revoke(self) -> None:
-        """Revoke for good; every process stops accepting the secret at once.
-
-        The cache gets a tombstone rather than a delete: a resolver that read the row just
-        before the revoke only fills an empty slot (``add``), so it cannot put the identity back.
-        """
+        """Revoke for good; every process refuses the secret from its next request on."""
         if self.revoked_at is None:
             self.revoked_at = timezone.now()
             self.save(update_fields=["revoked_at"])
-        key, ttl = cache_key(self.key_hash), settings.CREDENTIAL_CACHE_SECONDS
-        sharedcache.set(key, {"missing": True}, ttl)
-        transaction.on_commit(lambda: sharedcache.set(key, {"missing": True}, ttl))
+        self.forget_cached(dead=True)
 
-    def forget_cached(self) -> None:
-        """Drop the cached resolution after a change to the row (its limits, say)."""
-        key = cache_key(self.key_hash)
-        sharedcache.delete(key)
-        transaction.on_commit(lambda: sharedcache.delete(key))
+    def forget_cached(self, *, dead: bool = False) -> None:
+        """Drop the cached resolution, now and again once the transaction commits (so that no
+        process keeps what it read in between), after a change to the row (its limits, say).
+
+        ``dead``: the credential no longer opens anything (revoked or deleted). The cache then
+        gets a tombstone rather than a delete: a resolver that read the row just before the
+        change only fills an empty slot, so it cannot put the identity back.
+        """
+        key, ttl = cache_key(self.key_hash), settings.CREDENTIAL_CACHE_SECONDS
+
+        def forget() -> None:
+            if dead:
+                sharedcache.set(key, {"missing": True}, ttl)
+            else:
+                sharedcache.delete(key)
+
+        forget()
+        transaction.on_commit(forget)
 
 
 class MasterToken(Credential):
@@ -142,3 +151,18 @@ class SkillsAccessKey(Credential):
     class Meta:
         verbose_name = "skills access key"
         ordering = ["-created_at"]
+
+
+def _deleted_credential_is_dead(sender: type[Credential], instance: Credential, **_: Any) -> None:
+    """The invariant "a deleted credential is dead in every cache", wherever the delete comes
+    from: the admin's delete (single or bulk), or the cascade of deleting its account, which
+    Django's collector runs without calling ``revoke()``."""
+    instance.forget_cached(dead=True)
+
+
+for _model in (MasterToken, ApiKey, Machine, SkillsAccessKey):
+    # One connection per model: a receiver without a sender would turn off Django's fast
+    # delete for every model of the project.
+    post_delete.connect(
+        _deleted_credential_is_dead, sender=_model, dispatch_uid=f"dead-{_model.__name__}"
+    )

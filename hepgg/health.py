@@ -6,7 +6,7 @@ from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 
-from hepgg.lib.redis import sync_redis
+from hepgg.lib.redis import OUTAGE, redis_failed, sync_redis
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -23,9 +23,14 @@ def readyz(request: HttpRequest) -> JsonResponse:
     except Exception as exc:
         checks["database"] = f"error: {type(exc).__name__}"
     if settings.REDIS_URL:
+        # A real ping, breaker or not: readiness reports what is true now. The client's short
+        # timeouts (REDIS_CONNECT_TIMEOUT, REDIS_SOCKET_TIMEOUT) bound how long it can take.
         try:
             sync_redis().ping()
             checks["redis"] = "ok"
+        except OUTAGE as exc:
+            redis_failed(exc)
+            checks["redis"] = f"error: {type(exc).__name__}"
         except Exception as exc:
             checks["redis"] = f"error: {type(exc).__name__}"
     failed = [name for name, state in checks.items() if state != "ok"]

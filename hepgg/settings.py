@@ -114,21 +114,30 @@ DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{DATA_DIR / '
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not memory, so that a server started by the tests in another process sees it.
     DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}
-    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    # Wait up to 20 s for the write lock, and take it when a transaction begins: a transaction
+    # that read first and then writes would otherwise fail at once ("database is locked") when
+    # another process (a server's usage writer, a manage.py command) is writing.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(timeout=20, transaction_mode="IMMEDIATE")
 else:
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# --- Redis: cache, rate limits, Celery broker, channel layer --------------------------------
+# --- Redis: shared cache, rate limits, Celery broker, channel layer -------------------------
 REDIS_URL = env.str("REDIS_URL", default="")
 # Connections each pool (one per process and event loop) may open; more requests wait for one.
 REDIS_MAX_CONNECTIONS = env.int("REDIS_MAX_CONNECTIONS", default=50)
+# Redis answers in microseconds: a connect or a reply slower than these means it is unreachable
+# or hung, and the process serves without it (hepgg.lib.redis) instead of keeping requests waiting.
+REDIS_CONNECT_TIMEOUT = env.float("REDIS_CONNECT_TIMEOUT", default=0.5)
+REDIS_SOCKET_TIMEOUT = env.float("REDIS_SOCKET_TIMEOUT", default=1.0)
+
+# Django's cache stays in process memory: nothing in hepgg uses it, and what must be shared goes
+# through hepgg.lib.sharedcache, which keeps serving while Redis is down (a RedisCache here
+# would turn a Redis outage into errors for whatever used it).
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 if REDIS_URL:
-    CACHES = {
-        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
-    }
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
@@ -136,7 +145,6 @@ if REDIS_URL:
         }
     }
 else:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 CELERY_BROKER_URL = REDIS_URL or "memory://"
@@ -160,7 +168,7 @@ ANTHROPIC_UPSTREAM_URL = env.str(
 OUTBOUND_MAX_CONNECTIONS = env.int("OUTBOUND_MAX_CONNECTIONS", default=1000)
 
 # --- Credentials and usage ------------------------------------------------------------------
-# How long a resolved credential stays cached; a disable or revoke deletes the entry at once.
+# How long a resolved credential stays cached; ending a credential reaches every cache at once.
 CREDENTIAL_CACHE_SECONDS = env.int("CREDENTIAL_CACHE_SECONDS", default=300)
 # last_used_at / last_seen_at are refreshed at most this often (never a write per request).
 LAST_USED_RESOLUTION_SECONDS = env.int("LAST_USED_RESOLUTION_SECONDS", default=60)

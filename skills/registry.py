@@ -1,9 +1,11 @@
 """The read side of the registry: what the skills site serves, cached so a read costs no query.
 
 - **refs** (mutable, per name, in the shared cache ``skills:ref:<name>``): who owns the skill,
-  whether it is public, its latest version and its pinnable version numbers. Moderation and
-  imports overwrite the entry once their transaction commits, so every process sees a change at
-  once; readers only fill an empty slot (``add``), so a slow reader cannot put back a stale one.
+  whether it is public, its latest version and its pinnable version numbers. Moderation, imports
+  and deletes (the account's cascade included: ``forget_deleted_skill``) overwrite the entry once
+  their transaction commits, and ``hepgg.lib.sharedcache`` makes every process drop its copy
+  before its next read; readers only fill an empty slot, so a slow reader cannot put back a
+  stale one.
 - **versions** (immutable manifests, per process): files, digests, frontmatter.
 - **blobs and zips** (content-addressed, per process, bounded in bytes): never stale.
 - **listings** (the indexes, in the shared cache): dropped on every change, short TTL.
@@ -205,19 +207,11 @@ def _ttl(cached: dict[str, Any]) -> int:
 
 
 def ref_get(name: str) -> Ref | None:
-    cached = sharedcache.get(_ref_key(name))
-    if cached is None:
-        cached = _load_ref(name)
-        sharedcache.add(_ref_key(name), cached, _ttl(cached))
-    return _ref(cached)
+    return _ref(sharedcache.fetch(_ref_key(name), lambda: _load_ref(name), _ttl))
 
 
 async def aref_get(name: str) -> Ref | None:
-    cached = await sharedcache.aget(_ref_key(name))
-    if cached is None:
-        cached = await off_loop(_load_ref)(name)
-        await sharedcache.aadd(_ref_key(name), cached, _ttl(cached))
-    return _ref(cached)
+    return _ref(await sharedcache.afetch(_ref_key(name), lambda: off_loop(_load_ref)(name), _ttl))
 
 
 def invalidate_on_commit(skill: Skill) -> None:
@@ -235,6 +229,12 @@ def invalidate_on_commit(skill: Skill) -> None:
     # that no reader who loaded the old rows meanwhile keeps them in the cache.
     sharedcache.delete(*keys)
     transaction.on_commit(publish)
+
+
+def forget_deleted_skill(sender: type[Skill], instance: Skill, **_: Any) -> None:
+    """``post_delete`` of a skill, however it is deleted (the account's cascade included): the
+    invariant "a deleted skill is served from no cache" (connected in ``SkillsConfig.ready``)."""
+    invalidate_on_commit(instance)
 
 
 # --- versions, blobs, zips ------------------------------------------------------------------
@@ -405,11 +405,7 @@ def _load_listing(skills: Any) -> list[dict[str, Any]]:
 
 
 def _cached_listing(key: str, load: Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    cached = sharedcache.get(key)
-    if cached is None:
-        cached = load()
-        sharedcache.add(key, cached, LIST_TTL)
-    return cached
+    return sharedcache.fetch(key, load, LIST_TTL)
 
 
 def listing(account_id: int | None) -> list[dict[str, Any]]:

@@ -259,9 +259,11 @@ def skill_update(
 
 
 def skill_delete(*, skill: Skill) -> None:
-    """Delete a skill with all its versions (its name becomes free); prune orphan blobs."""
+    """Delete a skill with all its versions (its name becomes free); prune orphan blobs.
+
+    The caches follow by ``registry.forget_deleted_skill`` (a ``post_delete`` receiver, so that
+    the account's cascade is covered too)."""
     with transaction.atomic():
-        registry.invalidate_on_commit(skill)
         skill.delete()
         blobs_prune()
 

@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.conf import settings
@@ -72,6 +73,15 @@ def member(db: None) -> Member:
 def other_member(db: None) -> Member:
     account, token = account_create(email="grace@example.com")
     return Member(account, token)
+
+
+@pytest.fixture
+def closing() -> Iterator[list[Any]]:
+    """Clients (SDK clients, say) that the test wants closed when it ends."""
+    clients: list[Any] = []
+    yield clients
+    for client in clients:
+        client.close()
 
 
 @pytest.fixture

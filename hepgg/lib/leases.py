@@ -75,7 +75,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from hepgg.lib.redis import async_redis
+from hepgg.lib.redis import OUTAGE, async_redis, redis_failed
 
 logger = logging.getLogger(__name__)
 
@@ -418,7 +418,9 @@ class LeaseTable:
         argv += [want, give_back, tokens, repr(float(cost)), _BUCKET_TTL_MS]
         try:
             raw = await _script()(keys=keys, args=argv)
-        except (RedisError, OSError):
+        except (RedisError, OSError) as exc:
+            if isinstance(exc, OUTAGE):
+                redis_failed(exc)  # the whole process skips Redis until the breaker's probe
             lease.unseen_tokens += unseen[0]
             lease.unseen_cost += unseen[1]
             if tokens or cost:

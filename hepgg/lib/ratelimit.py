@@ -1,6 +1,7 @@
 """Per-subject limits: requests per minute, tokens per minute and a monthly spend, shared by
 every process through Redis, or in process memory when there is no Redis (then there is one
-process).
+process) and while Redis is down (``hepgg.lib.redis``'s breaker: then each process counts on its
+own, so a limit is enforced per process until Redis is back).
 
 The request bucket refills ``rpm / 60`` per second and holds ``leases.burst(rpm)`` requests (1% of
 the minute, at least 6, or the whole limit when smaller); the token bucket holds the whole
@@ -35,10 +36,8 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from hepgg.lib import leases
-from hepgg.lib.redis import async_redis, redis_configured
+from hepgg.lib.redis import OUTAGE, async_redis, redis_configured, redis_failed, redis_up
 
 logger = logging.getLogger(__name__)
 
@@ -213,24 +212,34 @@ class _PendingCharges:
             self._flushers.add(task)
             task.add_done_callback(self._flushers.discard)
 
+    def put_back(self, subject: str, period: str, limits: Limits, tokens: int, cost: float) -> None:
+        """Charges ``take`` handed to a script that never ran: they wait for the next flush."""
+        if tokens or cost:
+            self.add(subject, period, limits, tokens, cost)
+
     def take(self, subject: str, period: str) -> tuple[int, float]:
         _limits, tokens, cost = self._charges.pop((subject, period), (None, 0, 0.0))
         return tokens, cost
 
     async def flush(self) -> None:
-        charges, self._charges = self._charges, {}
-        if not charges:
+        if not self._charges or not redis_up():  # while Redis is down they wait for it here
             return
+        charges, self._charges = self._charges, {}
         client = async_redis()
         script = _script(client)
-        async with client.pipeline(transaction=False) as pipe:
+        try:
+            async with client.pipeline(transaction=False) as pipe:
+                for (subject, period), (limits, tokens, cost) in charges.items():
+                    await script(
+                        keys=_keys(subject, period),
+                        args=_argv("charge", limits, tokens, cost),
+                        client=pipe,
+                    )
+                await pipe.execute()
+        except OUTAGE as exc:
+            redis_failed(exc)
             for (subject, period), (limits, tokens, cost) in charges.items():
-                await script(
-                    keys=_keys(subject, period),
-                    args=_argv("charge", limits, tokens, cost),
-                    client=pipe,
-                )
-            await pipe.execute()
+                self.put_back(subject, period, limits, tokens, cost)
 
     async def _flush_forever(self) -> None:
         while True:
@@ -266,7 +275,7 @@ def _script(client: Any) -> Any:
 async def acquire(subject: str, limits: Limits, *, period: str) -> Decision:
     """Check every limit of ``subject`` and take one request, all at once or not at all."""
     keys = _keys(subject, period)
-    if redis_configured():
+    if redis_up():
         try:
             reason, retry, req, tok = await _leases.acquire(
                 keys,
@@ -298,7 +307,7 @@ async def charge(subject: str, limits: Limits, *, period: str, tokens: int, cost
     if redis_configured():
         _pending.add(subject, period, limits, tokens, cost)
         _leases.note_charge(keys, tokens, cost)
-        if _leases.down():  # the local counters decide meanwhile: they must see it too
+        if _leases.down() or not redis_up():  # the local counters decide meanwhile: show them
             _local.charge(keys, limits, tokens, cost)
     else:
         _local.charge(keys, limits, tokens, cost)
@@ -307,19 +316,18 @@ async def charge(subject: str, limits: Limits, *, period: str, tokens: int, cost
 async def seed_spend(subject: str, *, period: str, spent: float) -> None:
     """Start the month's spend counter at ``spent`` unless another process already did."""
     key = _keys(subject, period)[2]
-    if redis_configured():
+    if redis_up():
         try:
             await async_redis().set(key, repr(float(spent)), nx=True, px=_SPEND_TTL_MS)
             return
-        except (RedisError, OSError):  # Redis away: the local counters need the spend instead
-            logger.warning("Redis unreachable: the month's spend is seeded in this process only")
+        except OUTAGE as exc:  # Redis away: the local counters need the spend instead
+            redis_failed(exc)
     _local.seed(key, spent)
 
 
 async def flush_charges() -> None:
     """Send the charges waiting in this process now (graceful shutdown, tests)."""
-    if redis_configured():
-        await _pending.flush()
+    await _pending.flush()
 
 
 def clear_local() -> None:

@@ -125,8 +125,9 @@ def test_the_sdk_raises_authentication_error(server: ServerProcess) -> None:
 def test_a_disabled_key_is_refused_at_once(
     server: ServerProcess, api_key: str, member, fake: FakeUpstream
 ) -> None:
-    assert post(server, GOOD, key=api_key).status_code == 200
-    wait_for_events(1, account=member.account)  # written before this test's data is flushed
+    for _ in range(20):  # the server caches the key
+        assert post(server, GOOD, key=api_key).status_code == 200
+    wait_for_events(20, account=member.account)  # written before this test's data is flushed
     key_id = httpx.get(
         f"{server.base_url}/keys", headers={"Authorization": f"Bearer {member.master_token}"}
     ).json()["data"][0]["id"]
@@ -136,11 +137,11 @@ def test_a_disabled_key_is_refused_at_once(
     )
     assert disabled.status_code in (200, 204)
 
-    response = post(server, GOOD, key=api_key)
-
-    assert response.status_code == 401
-    assert response.json() == {"error": "Invalid API key"}
-    assert len(fake.requests) == 1
+    for _ in range(20):
+        response = post(server, GOOD, key=api_key)
+        assert response.status_code == 401
+        assert response.json() == {"error": "Invalid API key"}
+    assert len(fake.requests) == 20
 
 
 def test_a_model_other_than_the_keys_is_not_found(server: ServerProcess, api_key: str) -> None:

@@ -5,6 +5,7 @@ token, and hepgg started in front of the fake."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import json
 import threading
@@ -269,8 +270,8 @@ class FakeAnthropic:
         return response
 
 
-@pytest.fixture
-def fake_anthropic() -> Iterator[FakeAnthropic]:
+@contextlib.contextmanager
+def serve_fake_anthropic() -> Iterator[FakeAnthropic]:
     """The fake upstream on a free loopback port, served from its own thread and loop."""
     fake = FakeAnthropic()
     loop = asyncio.new_event_loop()
@@ -297,12 +298,20 @@ def fake_anthropic() -> Iterator[FakeAnthropic]:
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     assert started.wait(10)
-    yield fake
-    fake.release.set()
-    asyncio.run_coroutine_threadsafe(holder["runner"].cleanup(), loop).result(timeout=10)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(timeout=10)
-    loop.close()
+    try:
+        yield fake
+    finally:
+        fake.release.set()
+        asyncio.run_coroutine_threadsafe(holder["runner"].cleanup(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
+
+
+@pytest.fixture
+def fake_anthropic() -> Iterator[FakeAnthropic]:
+    with serve_fake_anthropic() as fake:
+        yield fake
 
 
 @dataclass

@@ -82,7 +82,7 @@ def _clear_shared() -> None:
         from hepgg.lib.redis import sync_redis
 
         client = sync_redis()
-        for key in client.scan_iter("hepgg:skills:*"):
+        for key in client.scan_iter("hepgg:cache:skills:*"):
             client.delete(key)
 
 

@@ -134,6 +134,8 @@ def test_a_wrong_key_cannot_import(client, publisher):
         f"/skills/k/{wrong}/import", make_zip(COMMIT), content_type="application/zip"
     )
     assert response.status_code == 404
+    for _ in range(20):  # the key is resolved and cached
+        assert client.get(f"{publisher.root}index.json").status_code == 200
     publisher.key_row.revoke()
     assert publisher.upload(client, make_zip(COMMIT)).status_code == 404
     assert_nothing_stored()

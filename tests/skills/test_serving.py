@@ -145,11 +145,15 @@ def test_a_private_skill_is_served_only_through_its_accounts_key(
 
 def test_a_revoked_key_gets_the_same_404(client, publisher):
     publisher.upload(client, make_zip(COMMIT), query="?visibility=private")
+    for _ in range(20):  # warm every cache on the way
+        assert client.get(f"{publisher.root}commit-messages/SKILL.md").status_code == 200
+        assert client.get(f"{publisher.root}index.json").status_code == 200
     publisher.key_row.revoke()
-    response = client.get(f"{publisher.root}commit-messages/SKILL.md")
-    assert response.status_code == 404
-    assert response.content == b"Not found\n"
-    assert client.get(f"{publisher.root}index.json").status_code == 404
+    for _ in range(20):
+        response = client.get(f"{publisher.root}commit-messages/SKILL.md")
+        assert response.status_code == 404
+        assert response.content == b"Not found\n"
+        assert client.get(f"{publisher.root}index.json").status_code == 404
 
 
 def test_a_key_also_serves_public_skills(client, published, other_publisher):
