@@ -4,13 +4,15 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from catalog.views import public_models
+from catalog.views import public_models, public_prices
 from hepgg import health
 
 urlpatterns = [
     path("healthz", health.healthz),
     path("readyz", health.readyz),
     path("models", public_models),
+    path("prices", public_prices),
+    path("admin/analytics/", include("analytics.urls")),
     path("admin/", admin.site.urls),
     path("skills/", include("skills.urls")),
     path("", include("account_api.urls")),
