@@ -162,7 +162,10 @@ def dirty_hours(account: Account | None = None) -> tuple[set[datetime], bool]:
     if account is not None:
         tail = tail.filter(account=account)
     hours |= set(
-        tail.order_by().annotate(hour=TruncHour("occurred_at")).values_list("hour", flat=True)
+        tail.order_by()
+        .annotate(hour=TruncHour("occurred_at"))
+        .values_list("hour", flat=True)
+        .distinct()
     )
     if state.purged_before is not None:  # final days: their raw events are gone
         hours = {h for h in hours if h >= state.purged_before}
