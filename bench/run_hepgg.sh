@@ -5,10 +5,13 @@
 # hepgg runs as deployed: PostgreSQL and Redis (a fresh bench database), DEBUG off, with
 # authentication, rate limiting (a key with limits far above the load) and metering all on.
 # Extra arguments go to both run_*.py scripts (e.g. --rounds 1 --no-litellm).
+#   METERING=off bench/run_hepgg.sh       # the same with usage metering off (bench/metering_off.py)
+#   METERING=compare bench/run_hepgg.sh   # OpenAI c=32 with metering on, then off: its cost
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SERVER="${SERVER:-uvicorn}"
+METERING="${METERING:-on}"
 PORT="${HEPGG_BENCH_PORT:-18200}"
 export DATABASE_URL="${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/hepgg_bench}"
 export REDIS_URL="${BENCH_REDIS_URL:-redis://127.0.0.1:6379/15}"
@@ -35,12 +38,30 @@ print(json.dumps({"key": secret, "proxy_token": token}))
 key=$(echo "$credentials" | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["key"])')
 token=$(echo "$credentials" | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["proxy_token"])')
 
-case "$SERVER" in
-    uvicorn) cmd="exec .venv/bin/uvicorn hepgg.asgi:application --host 127.0.0.1 --port $PORT \
+app_for() {  # the ASGI application with metering on or off
+    if [ "$1" = off ]; then echo bench.metering_off:application; else echo hepgg.asgi:application; fi
+}
+server_cmd() {
+    case "$SERVER" in
+        uvicorn) echo "exec .venv/bin/uvicorn $(app_for "$1") --host 127.0.0.1 --port $PORT \
 --lifespan on --no-access-log --loop uvloop --http httptools" ;;
-    daphne) cmd="exec .venv/bin/daphne -b 127.0.0.1 -p $PORT hepgg.asgi:application" ;;
-    *) echo "SERVER must be uvicorn or daphne" >&2; exit 2 ;;
-esac
+        daphne) echo "exec .venv/bin/daphne -b 127.0.0.1 -p $PORT $(app_for "$1")" ;;
+        *) echo "SERVER must be uvicorn or daphne" >&2; exit 2 ;;
+    esac
+}
+
+if [ "$METERING" = compare ]; then
+    # The cost of metering: the OpenAI benchmark against hepgg with metering on, then off, one
+    # after the other on the same database and load (compare the c32 req/s of the two tables).
+    for mode in on off; do
+        echo "=== metering $mode ==="
+        .venv/bin/python bench/run_openai.py --hepgg-url "http://127.0.0.1:$PORT" \
+            --hepgg-key "$key" --hepgg-model cf-gpt-oss-20b --hepgg-cmd "$(server_cmd $mode)" \
+            --no-litellm "$@"
+    done
+    exit 0
+fi
+cmd="$(server_cmd "$METERING")"
 
 .venv/bin/python bench/run_openai.py --hepgg-url "http://127.0.0.1:$PORT" --hepgg-key "$key" \
     --hepgg-model cf-gpt-oss-20b --hepgg-cmd "$cmd" "$@"

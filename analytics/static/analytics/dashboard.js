@@ -30,7 +30,7 @@
         scales: {
           x: { stacked: true },
           y: { stacked: true, beginAtZero: true,
-               ticks: { callback: function (v) { return money ? "$" + v : compact(v); } } },
+               ticks: { callback: function (v) { return money ? "$" + Number(v.toPrecision(4)) : compact(v); } } },
         },
       }),
     });
