@@ -75,7 +75,7 @@ def _stacked(
     for row in rows:
         name = labels.get(row[key], str(row[key])) if row[key] in shown else "other"
         entry = series.setdefault(name, {"tokens": [0] * len(days), "cost": [0.0] * len(days)})
-        i = index[row["start"].astimezone(UTC).date()]
+        i = index[row["start"].date()]  # UTC already: the database session's time zone
         entry["tokens"][i] += row["tokens"]
         entry["cost"][i] = round(entry["cost"][i] + float(row["cost"] or 0), 6)
     order = [labels.get(k, str(k)) for k in shown] + (["other"] if "other" in series else [])
@@ -195,14 +195,11 @@ def top_sessions(window: Window) -> list[dict[str, Any]]:
     details: dict[tuple[int, str], dict[str, set[str]]] = defaultdict(
         lambda: {"models": set(), "machines": set()}
     )
-    for row in (
-        rows.filter(session_id__in={t["session_id"] for t in top})
-        .values("account_id", "session_id", "model", "machine__hostname")
-        .distinct()
-    ):
+    for row in rows.filter(
+        account_id__in={t["account_id"] for t in top}, session_id__in={t["session_id"] for t in top}
+    ).values("account_id", "session_id", "model_names", "machine__hostname"):
         entry = details[(row["account_id"], row["session_id"])]
-        if row["model"]:
-            entry["models"].add(row["model"])
+        entry["models"].update(name for name in row["model_names"].split(",") if name)
         if row["machine__hostname"]:
             entry["machines"].add(row["machine__hostname"])
     emails = dict(

@@ -367,10 +367,9 @@ def main() -> None:
 
     _measure(args, seeded, results)
 
-    # One more day of --day-events events (a day before the history), then the rollup of it.
-    day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(
-        days=args.days + 1
-    )
+    # One more day of --day-events events (the day before the history), then the rollup of it.
+    first = UsageEvent.objects.order_by("occurred_at").values_list("occurred_at", flat=True)[0]
+    day = first.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(1)
     seeded.setdefault("rates", {})
     if not seeded["rates"]:
         from catalog.pricing import price_table

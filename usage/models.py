@@ -215,14 +215,15 @@ class UsageBucket(_Totals, _Percentiles):
 
 
 class SessionBucket(_Totals):
-    """One UTC day of one account x source x Claude Code session x model x machine (events
-    without a session are counted under ``session_id=""``)."""
+    """One UTC day of one account x source x Claude Code session (events without a session are
+    counted under ``session_id=""``), with the models it used and its machine."""
 
     start = models.DateTimeField()
     account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="+", db_index=False)
     source = models.CharField(max_length=16, choices=Source.choices)
     session_id = models.CharField(max_length=200, blank=True)
-    model = models.CharField(max_length=200, blank=True)
+    # The session's models, sorted and comma-separated (cut at 1,000 characters).
+    model_names = models.CharField(max_length=1000, blank=True)
     machine = models.ForeignKey(
         Machine, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
     )

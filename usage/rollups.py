@@ -256,15 +256,20 @@ def _q(name: str) -> str:
 
 
 _ERROR_SQL = "(status_code >= 400 OR details ?| array['error', 'error_type'])"
-_TOTALS_COLUMNS = (
-    "requests, input_tokens, output_tokens, cache_creation_input_tokens, "
-    "cache_read_input_tokens, cost_usd, unpriced_requests, errors"
+_TOTALS = (  # (column, how it is computed from the events)
+    ("requests", "count(*)"),
+    ("input_tokens", "coalesce(sum(input_tokens), 0)"),
+    ("output_tokens", "coalesce(sum(output_tokens), 0)"),
+    ("cache_creation_input_tokens", "coalesce(sum(cache_creation_input_tokens), 0)"),
+    ("cache_read_input_tokens", "coalesce(sum(cache_read_input_tokens), 0)"),
+    ("cost_usd", "sum(cost_usd)"),
+    ("unpriced_requests", "count(*) FILTER (WHERE cost_usd IS NULL)"),
+    ("errors", f"count(*) FILTER (WHERE {_ERROR_SQL})"),
 )
-_TOTALS_SQL = (
-    "count(*), coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0), "
-    "coalesce(sum(cache_creation_input_tokens), 0), coalesce(sum(cache_read_input_tokens), 0), "
-    f"sum(cost_usd), count(*) FILTER (WHERE cost_usd IS NULL), count(*) FILTER (WHERE {_ERROR_SQL})"
-)
+_TOTALS_COLUMNS = ", ".join(column for column, _ in _TOTALS)
+_TOTALS_SQL = ", ".join(expression for _, expression in _TOTALS)
+_TOTALS_SQL_NAMED = ", ".join(f"{expression} AS {column}" for column, expression in _TOTALS)
+_TOTALS_RESUMMED = ", ".join(f"sum({column})" for column, _ in _TOTALS)
 _PERCENTILE_COLUMNS = "latency_p50_ms, latency_p95_ms, ttfb_p50_ms, ttfb_p95_ms"
 _PERCENTILE_SQL = ", ".join(
     f"percentile_cont({p}) WITHIN GROUP (ORDER BY {column})"
@@ -285,7 +290,6 @@ def _recompute_day_sql(day: datetime, hours: list[datetime]) -> None:
     # Text keys compare bytewise (the "C" collation): a sort on the language's collation costs
     # several times more, and the grouping does not care about order.
     dims = 'account_id, source COLLATE "C", model COLLATE "C", api_key_id, machine_id'
-    session_dims = "account_id, source, session_id, model, machine_id"  # hashed, not sorted
     in_day = "occurred_at >= %(day)s AND occurred_at < %(next)s"
     with connection.cursor() as cursor:
         # For this transaction only: sorts in memory, no parallel workers or JIT for a background
@@ -320,11 +324,18 @@ def _recompute_day_sql(day: datetime, hours: list[datetime]) -> None:
             params,
         )
         cursor.execute(f"DELETE FROM {sessions} WHERE start = %(day)s", params)  # noqa: S608
+        # Per model first (hashed: no sort of the day's events), then per session with its
+        # models listed: that sort only sees a few rows per session.
         cursor.execute(
-            f"INSERT INTO {sessions} (start, account_id, source, session_id, model, "  # noqa: S608
-            f"machine_id, {_TOTALS_COLUMNS}, first_at, last_at) "
-            f"SELECT %(day)s, {session_dims}, {_TOTALS_SQL}, min(occurred_at), max(occurred_at) "
-            f"FROM {events} WHERE {in_day} GROUP BY {session_dims}",
+            f"INSERT INTO {sessions} (start, account_id, source, session_id, "  # noqa: S608
+            f"machine_id, model_names, {_TOTALS_COLUMNS}, first_at, last_at) "
+            f"SELECT %(day)s, account_id, source, session_id, max(machine_id), "
+            f"left(string_agg(model, ',' ORDER BY model), 1000), {_TOTALS_RESUMMED}, "
+            f"min(first_at), max(last_at) FROM (SELECT account_id, source, session_id, model, "
+            f"max(machine_id) AS machine_id, {_TOTALS_SQL_NAMED}, min(occurred_at) AS first_at, "
+            f"max(occurred_at) AS last_at FROM {events} WHERE {in_day} "
+            f"GROUP BY account_id, source, session_id, model) AS per_model "
+            f"GROUP BY account_id, source, session_id",
             params,
         )
         cursor.execute(f"DELETE FROM {stats} WHERE start = %(day)s", params)  # noqa: S608
@@ -350,7 +361,10 @@ def percentile(values: list[float], fraction: float) -> float | None:
 
 
 class _Group:
-    __slots__ = ("cost", "costed", "errors", "first", "last", "latency", "n", "tokens", "ttfb")
+    __slots__ = (
+        "cost", "costed", "errors", "first", "last", "latency", "machine", "models", "n",
+        "tokens", "ttfb",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self.n = 0
@@ -362,6 +376,8 @@ class _Group:
         self.ttfb: list[float] = []
         self.first: datetime | None = None
         self.last: datetime | None = None
+        self.models: set[str] = set()  # sessions only
+        self.machine: int | None = None
 
     def add(self, event: dict[str, Any], error: bool) -> None:
         self.n += 1
@@ -422,11 +438,11 @@ def _recompute_day_python(day: datetime, hours: list[datetime]) -> None:
         if hour in pending:
             hour_groups[(hour, *dims)].add(event, error)
         day_groups[dims].add(event, error)
-        session_key = (
-            event["account_id"], event["source"], event["session_id"], event["model"],
-            event["machine_id"],
-        )  # fmt: skip
-        session_groups[session_key].add(event, error)
+        session = session_groups[(event["account_id"], event["source"], event["session_id"])]
+        session.add(event, error)
+        session.models.add(event["model"])
+        if event["machine_id"] is not None:
+            session.machine = max(session.machine or 0, event["machine_id"])
         stat_groups[event["account_id"]].add(event, error)
         stat_groups[None].add(event, error)
 
@@ -454,8 +470,8 @@ def _recompute_day_python(day: datetime, hours: list[datetime]) -> None:
                 account_id=key[0],
                 source=key[1],
                 session_id=key[2],
-                model=key[3],
-                machine_id=key[4],
+                model_names=",".join(sorted(g.models))[:1000],
+                machine_id=g.machine,
                 first_at=g.first,
                 last_at=g.last,
                 **g.totals(),
