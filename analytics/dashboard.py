@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import F, Max, Min, QuerySet, Sum
+from django.db.models import Case, F, Max, Min, QuerySet, Sum, Value, When
 from django.db.models.functions import Coalesce
 
 from accounts.models import Account, ApiKey, Machine
@@ -69,17 +69,35 @@ def _stacked(
     for row in rows:
         totals[row[key]] += row["tokens"]
     ranked = sorted(totals, key=lambda k: (-totals[k], labels.get(k, str(k))))
+    ranked = [k for k in ranked if k is not None]  # None: the tail folded by the database
     shown = ranked if top is None else ranked[:top]
     index = {day: i for i, day in enumerate(days)}
     series: dict[str, dict[str, list[Any]]] = {}
     for row in rows:
-        name = labels.get(row[key], str(row[key])) if row[key] in shown else "other"
+        known = row[key] is not None and row[key] in shown
+        name = labels.get(row[key], str(row[key])) if known else "other"
         entry = series.setdefault(name, {"tokens": [0] * len(days), "cost": [0.0] * len(days)})
         i = index[row["start"].date()]  # UTC already: the database session's time zone
         entry["tokens"][i] += row["tokens"]
         entry["cost"][i] = round(entry["cost"][i] + float(row["cost"] or 0), 6)
     order = [labels.get(k, str(k)) for k in shown] + (["other"] if "other" in series else [])
     return {"series": [{"label": name, **series[name]} for name in order if name in series]}
+
+
+def _top_series(buckets: QuerySet[Any], field: str, sums: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per-day sums for the ``TOP`` values of ``field`` by tokens, the rest summed under None:
+    the database folds the long tail (hundreds of machines), so only ~TOP rows a day come back."""
+    top = list(
+        buckets.values(field)
+        .annotate(total=Sum(_TOKENS))
+        .order_by("-total", field)
+        .values_list(field, flat=True)[:TOP]
+    )
+    folded = Case(When(**{f"{field}__in": top}, then=F(field)), default=Value(None))
+    rows = list(buckets.annotate(folded=folded).values("start", "folded").annotate(**sums))
+    for row in rows:
+        row[field] = row.pop("folded")
+    return rows
 
 
 def analytics_dashboard(*, window: Window) -> dict[str, Any]:
@@ -103,12 +121,8 @@ def analytics_dashboard(*, window: Window) -> dict[str, Any]:
             cache_read=Coalesce(Sum("cache_read_input_tokens"), 0),
         )
     )
-    by_machine = list(
-        buckets.filter(machine__isnull=False).values("start", "machine_id").annotate(**sums)
-    )
-    by_key = list(
-        buckets.filter(api_key__isnull=False).values("start", "api_key_id").annotate(**sums)
-    )
+    by_machine = _top_series(buckets.filter(machine__isnull=False), "machine_id", sums)
+    by_key = _top_series(buckets.filter(api_key__isnull=False), "api_key_id", sums)
 
     machine_labels = {
         m.id: m.hostname if window.account else f"{m.hostname} ({m.account.email})"

@@ -126,3 +126,21 @@ def test_without_a_worker_the_page_rolls_up_on_demand(admin_client, member, sett
           recorded_at=timezone.now() - timedelta(seconds=1))  # fmt: skip
     response = admin_client.get("/admin/analytics/")
     assert response.context["data"]["totals"]["output"] == 42
+
+
+def test_beyond_the_top_eight_machines_the_rest_is_other(admin_client, member, settings) -> None:
+    from accounts.services import machine_register
+    from tests.usage.rollup_helpers import event
+    from usage.rollups import usage_rollup
+
+    settings.USAGE_ROLLUP_SETTLE_SECONDS = 0
+    when = timezone.now() - timedelta(hours=2)
+    for n in range(10):
+        machine, _ = machine_register(account=member.account, hostname=f"box-{n}")
+        event(member.account, when, machine=machine, input_tokens=1000 * (n + 1))
+    usage_rollup()
+    series = admin_client.get(f"/admin/analytics/?account={member.account.public_id}").context[
+        "data"
+    ]["charts"]["by_machine"]["series"]
+    assert [s["label"] for s in series] == [f"box-{n}" for n in range(9, 1, -1)] + ["other"]
+    assert sum(series[-1]["tokens"]) == 1000 + 2000  # box-0 and box-1
