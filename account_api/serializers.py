@@ -8,6 +8,8 @@ from django.utils.dateparse import parse_date, parse_datetime
 from rest_framework import serializers
 
 from accounts.models import ApiKey, Machine
+from usage.models import Source
+from usage.reports import GROUP_BY
 
 
 class MintKeySerializer(serializers.Serializer):
@@ -62,13 +64,27 @@ class DateOrDateTimeField(serializers.Field):
         return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed, UTC)
 
 
-class UsageQuerySerializer(serializers.Serializer):
-    group_by = serializers.ChoiceField(
-        choices=["day", "week", "month", "model", "machine", "key", "session"], default="day"
+def _choice(choices: tuple[str, ...], **kwargs: Any) -> serializers.ChoiceField:
+    """A choice whose error names the valid values (the field name comes from the handler)."""
+    valid = ", ".join(choices)
+    return serializers.ChoiceField(
+        choices=list(choices),
+        error_messages={"invalid_choice": f'"{{input}}" is not valid; use one of: {valid}.'},
+        **kwargs,
     )
+
+
+class UsageQuerySerializer(serializers.Serializer):
+    group_by = _choice(GROUP_BY, default="day")
     since = DateOrDateTimeField(required=False)
     until = DateOrDateTimeField(required=False)
-    source = serializers.ChoiceField(choices=["gateway", "proxy", "sync"], required=False)
+    source = _choice(tuple(Source.values), required=False)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        since, until = attrs.get("since"), attrs.get("until")
+        if since is not None and until is not None and since > until:
+            raise serializers.ValidationError("since must not be after until.")
+        return attrs
 
 
 class SyncUploadSerializer(serializers.Serializer):

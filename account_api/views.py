@@ -26,7 +26,7 @@ from accounts.authentication import MasterTokenAuthentication
 from accounts.models import Account, ApiKey, Machine
 from accounts.services import ModelUnavailable, api_key_mint, machine_register
 from proxy.models import MachineRateLimit
-from usage.models import UsageEvent
+from usage.reports import usage_summarize
 from usage.sync import MAX_RECORDS as MAX_SYNC_RECORDS
 from usage.sync import BadCursor, usage_events_page, usage_sync
 
@@ -55,9 +55,7 @@ class MeView(AccountView):
                 "created_at": account.created_at,
                 "active_keys": ApiKey.objects.active().filter(account=account).count(),
                 "active_machines": Machine.objects.active().filter(account=account).count(),
-                "usage_30d": UsageEvent.objects.filter(account=account)
-                .between(since, None)
-                .totals(),
+                "usage_30d": usage_summarize(account=account, since=since)["totals"],
             }
         )
 
@@ -134,18 +132,14 @@ class UsageView(AccountView):
         query = UsageQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         params = query.validated_data
-        events = UsageEvent.objects.filter(account=self.account).between(
-            params.get("since"), params.get("until")
+        report = usage_summarize(
+            account=self.account,
+            group_by=params["group_by"],
+            since=params.get("since"),
+            until=params.get("until"),
+            source=params.get("source"),
         )
-        if "source" in params:
-            events = events.filter(source=params["source"])
-        return Response(
-            {
-                "group_by": params["group_by"],
-                "data": events.summary(params["group_by"]),
-                "totals": events.totals(),
-            }
-        )
+        return Response({"group_by": params["group_by"], **report})
 
 
 # -- ccas: transcript usage and subscription limits (issue 10) ----------------------------------

@@ -9,11 +9,14 @@
 # a key with requests and tokens per minute and a monthly budget (far above the load, so every
 # limit is checked and none refuses). Extra arguments go to both run_*.py scripts
 # (e.g. --rounds 1 --no-litellm).
+#   METERING=off bench/run_hepgg.sh       # the same with usage metering off (bench/metering_off.py)
+#   METERING=compare bench/run_hepgg.sh   # OpenAI c=32 with metering on, then off: its cost
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SERVER="${SERVER:-uvicorn}"
 WORKERS="${WORKERS:-1}"
+METERING="${METERING:-on}"
 PORT="${HEPGG_BENCH_PORT:-18200}"
 export DATABASE_URL="${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/hepgg_bench}"
 export REDIS_URL="${BENCH_REDIS_URL:-redis://127.0.0.1:6379/15}"
@@ -45,12 +48,30 @@ key=$(echo "$credentials" | .venv/bin/python -c 'import json,sys; print(json.loa
 limited_key=$(echo "$credentials" | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["limited_key"])')
 token=$(echo "$credentials" | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["proxy_token"])')
 
-case "$SERVER" in
-    uvicorn) cmd="exec .venv/bin/uvicorn hepgg.asgi:application --host 127.0.0.1 --port $PORT \
+app_for() {  # the ASGI application with metering on or off
+    if [ "$1" = off ]; then echo bench.metering_off:application; else echo hepgg.asgi:application; fi
+}
+server_cmd() {
+    case "$SERVER" in
+        uvicorn) echo "exec .venv/bin/uvicorn $(app_for "$1") --host 127.0.0.1 --port $PORT \
 --lifespan on --no-access-log --loop uvloop --http httptools --workers $WORKERS" ;;
-    daphne) cmd="exec .venv/bin/daphne -b 127.0.0.1 -p $PORT hepgg.asgi:application" ;;
-    *) echo "SERVER must be uvicorn or daphne" >&2; exit 2 ;;
-esac
+        daphne) echo "exec .venv/bin/daphne -b 127.0.0.1 -p $PORT $(app_for "$1")" ;;
+        *) echo "SERVER must be uvicorn or daphne" >&2; exit 2 ;;
+    esac
+}
+
+if [ "$METERING" = compare ]; then
+    # The cost of metering: the OpenAI benchmark against hepgg with metering on, then off, one
+    # after the other on the same database and load (compare the c32 req/s of the two tables).
+    for mode in on off; do
+        echo "=== metering $mode ==="
+        .venv/bin/python bench/run_openai.py --hepgg-url "http://127.0.0.1:$PORT" \
+            --hepgg-key "$key" --hepgg-model cf-gpt-oss-20b --hepgg-cmd "$(server_cmd $mode)" \
+            --no-litellm "$@"
+    done
+    exit 0
+fi
+cmd="$(server_cmd "$METERING")"
 
 echo "load average before the runs: $(cut -d' ' -f1-3 /proc/loadavg)"
 .venv/bin/python bench/run_openai.py --hepgg-url "http://127.0.0.1:$PORT" --hepgg-key "$key" \

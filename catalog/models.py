@@ -1,12 +1,14 @@
-"""The model catalog: which models a key can be minted for, where they run, what they cost."""
+"""The model catalog (which models a key can be minted for, where they run) and the dated price
+table (what any model, catalog or Claude, costs at a given date: ``catalog.pricing``)."""
 
 from __future__ import annotations
 
 import re
 from decimal import Decimal
+from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.core.validators import URLValidator
+from django.core.validators import MinValueValidator, URLValidator
 from django.db import models
 
 # An OpenAI-compatible upstream's key is read from the environment variable its entry names. Only
@@ -71,15 +73,7 @@ class CatalogModel(models.Model):
         ),
     )
     context_window = models.PositiveIntegerField(null=True, blank=True)
-    # Prices in USD per million tokens.
-    input_price_per_mtok = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal(0))
-    output_price_per_mtok = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal(0))
-    cache_read_price_per_mtok = models.DecimalField(
-        max_digits=12, decimal_places=6, default=Decimal(0)
-    )
-    cache_write_price_per_mtok = models.DecimalField(
-        max_digits=12, decimal_places=6, default=Decimal(0)
-    )
+    # Prices live in the dated price table (``Price``), matched on the slug.
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -92,8 +86,10 @@ class CatalogModel(models.Model):
     def __str__(self) -> str:
         return self.slug
 
-    def as_public_dict(self) -> dict[str, object]:
-        """The entry as ``GET /models`` lists it (OpenAI's model object plus hepgg's fields)."""
+    def as_public_dict(self, price: Price | None = None) -> dict[str, object]:
+        """The entry as ``GET /models`` lists it (OpenAI's model object plus hepgg's fields);
+        ``price`` is the price row in force today for the slug, if any."""
+        rates = price.rates() if price is not None else {}
         return {
             "id": self.slug,
             "object": "model",
@@ -104,7 +100,89 @@ class CatalogModel(models.Model):
             "name": self.display_name or self.slug,
             "context_window": self.context_window,
             "pricing": {
-                "input_per_mtok_usd": str(self.input_price_per_mtok),
-                "output_per_mtok_usd": str(self.output_price_per_mtok),
+                f"{name}_per_mtok_usd": rates.get(name)
+                for name in ("input", "output", "cache_write_5m", "cache_write_1h", "cache_read")
             },
         }
+
+
+_PRICE = {"max_digits": 12, "decimal_places": 6, "null": True, "blank": True}
+_RATES = ("input", "output", "cache_write_5m", "cache_write_1h", "cache_read")
+
+
+def _decimal_text(value: Decimal | None) -> str | None:
+    """``Decimal("3.750000")`` as ``"3.75"``, ``None`` as ``None`` (the price file's form)."""
+    if value is None:
+        return None
+    text = f"{value:f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+class Price(models.Model):
+    """One row of the dated price table: USD per million tokens for the models whose name matches
+    ``pattern`` (``*`` is the only wildcard), from ``effective_from`` (UTC day) on.
+
+    An empty price means the provider has no such price: tokens of that kind make the event
+    unpriced. Rows are loaded from ``catalog/data/prices.json`` (format: its README).
+    """
+
+    pattern = models.CharField(
+        max_length=200,
+        help_text="A model name, or a pattern where * matches anything: claude-sonnet-4-5*.",
+    )
+    name = models.CharField(max_length=200, blank=True)
+    provider = models.CharField(max_length=32, blank=True)
+    effective_from = models.DateField(help_text="The first UTC day this row applies to.")
+    input = models.DecimalField(**_PRICE, validators=[MinValueValidator(Decimal(0))])
+    output = models.DecimalField(**_PRICE, validators=[MinValueValidator(Decimal(0))])
+    cache_write_5m = models.DecimalField(**_PRICE, validators=[MinValueValidator(Decimal(0))])
+    cache_write_1h = models.DecimalField(**_PRICE, validators=[MinValueValidator(Decimal(0))])
+    cache_read = models.DecimalField(**_PRICE, validators=[MinValueValidator(Decimal(0))])
+    long_prompt_threshold = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Prompts (input + cache writes + cache reads) above this many tokens pay the "
+        "long-prompt prices on all their tokens.",
+    )
+    long_input = models.DecimalField(**_PRICE, validators=[MinValueValidator(Decimal(0))])
+    long_output = models.DecimalField(**_PRICE, validators=[MinValueValidator(Decimal(0))])
+    long_cache_write_5m = models.DecimalField(**_PRICE, validators=[MinValueValidator(Decimal(0))])
+    long_cache_write_1h = models.DecimalField(**_PRICE, validators=[MinValueValidator(Decimal(0))])
+    long_cache_read = models.DecimalField(**_PRICE, validators=[MinValueValidator(Decimal(0))])
+    notes = models.TextField(blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["pattern", "effective_from"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["pattern", "effective_from"], name="price_unique_pattern_date"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.pattern} from {self.effective_from}"
+
+    def rates(self) -> dict[str, str | None]:
+        return {name: _decimal_text(getattr(self, name)) for name in _RATES}
+
+    def long_rates(self) -> dict[str, str | None]:
+        return {name: _decimal_text(getattr(self, f"long_{name}")) for name in _RATES}
+
+    def as_public_dict(self) -> dict[str, Any]:
+        """The row as ``GET /prices`` serves it: the shape of ``catalog/data/prices.json``."""
+        row: dict[str, Any] = {
+            "pattern": self.pattern,
+            "name": self.name,
+            "provider": self.provider,
+            "effective_from": self.effective_from.isoformat(),
+            **self.rates(),
+        }
+        if self.long_prompt_threshold is not None:
+            row["long_prompt"] = {
+                "threshold_tokens": self.long_prompt_threshold,
+                **self.long_rates(),
+            }
+        if self.notes:
+            row["notes"] = self.notes
+        return row

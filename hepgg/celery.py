@@ -1,4 +1,6 @@
-"""The Celery app. Without ``REDIS_URL`` tasks run eagerly in-process (settings)."""
+"""The Celery app: ``celery -A hepgg.celery worker`` runs the tasks, ``celery -A hepgg.celery
+beat`` schedules them (``CELERY_BEAT_SCHEDULE`` in settings). Without ``REDIS_URL`` tasks run
+eagerly in-process and no worker or beat is needed (settings)."""
 
 import os
 

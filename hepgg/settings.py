@@ -70,6 +70,7 @@ INSTALLED_APPS = [
     "catalog",
     "accounts",
     "usage",
+    "analytics",
     "account_api",
     "llm_gateway",
     "proxy",
@@ -153,6 +154,35 @@ CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=not REDI
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TIMEZONE = "UTC"
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Rollup tasks are long and idempotent: a worker takes one at a time, and one that dies mid-task
+# leaves it to be redelivered (acks_late on the tasks themselves).
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+
+# --- Usage analytics (usage.rollups) ----------------------------------------------------------
+# How often the rollup runs: Celery beat's interval, or the web process's timer without a worker.
+USAGE_ROLLUP_SECONDS = env.float("USAGE_ROLLUP_SECONDS", default=60.0)
+if USAGE_ROLLUP_SECONDS < 1:
+    _refuse("USAGE_ROLLUP_SECONDS must be at least 1.")
+# Events recorded in the last few seconds wait for the next run (a writer's transaction may still
+# be committing rows stamped a moment ago; hosts' clocks must agree within this margin).
+USAGE_ROLLUP_SETTLE_SECONDS = env.float("USAGE_ROLLUP_SETTLE_SECONDS", default=10.0)
+# How long a run's lease lasts without renewal (renewed after every day it recomputes).
+USAGE_ROLLUP_LEASE_SECONDS = env.float("USAGE_ROLLUP_LEASE_SECONDS", default=120.0)
+# Raw usage events older than this many days are deleted once rolled up (0: keep them all).
+USAGE_RAW_RETENTION_DAYS = env.int("USAGE_RAW_RETENTION_DAYS", default=90)
+# Without a Celery worker (eager tasks: the embedded default), each web process runs the rollup
+# on a timer, and the analytics page rolls up on demand before it reads.
+USAGE_ROLLUP_IN_WEB = env.bool("USAGE_ROLLUP_IN_WEB", default=CELERY_TASK_ALWAYS_EAGER)
+CELERY_BEAT_SCHEDULE = {
+    "usage-rollup": {
+        "task": "usage.rollup",
+        "schedule": USAGE_ROLLUP_SECONDS,
+        # A run that could not start before the next one is due is dropped, not queued up.
+        "options": {"expires": USAGE_ROLLUP_SECONDS},
+    },
+    "usage-purge": {"task": "usage.purge_events", "schedule": 3600.0, "options": {"expires": 3600}},
+}
 
 # --- Upstreams ------------------------------------------------------------------------------
 CLOUDFLARE_ACCOUNT_ID = env.str("CLOUDFLARE_ACCOUNT_ID", default="")

@@ -4,7 +4,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from catalog.views import public_models
+from catalog.views import public_models, public_prices
 from hepgg import health
 from hepgg.home import home
 
@@ -17,6 +17,8 @@ urlpatterns = [
     path("healthz", health.healthz),
     path("readyz", health.readyz),
     path("models", public_models),
+    path("prices", public_prices),
+    path("admin/analytics/", include("analytics.urls")),
     path("admin/", admin.site.urls),
     path("skills/", include("skills.urls")),
     path("ccas/", include("ccas_cli.urls")),

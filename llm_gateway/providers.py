@@ -9,7 +9,8 @@ errors. The two provider kinds:
   any other leaves the route unconfigured, so no other secret of the process can leave it.
 
 Routes are cached per process for ``GATEWAY_CATALOG_CACHE_SECONDS`` so that the hot path makes no
-query; an edit in the admin is seen by every process within that time.
+query; an edit in the admin is seen by every process within that time. Prices are not part of a
+route: ``catalog.pricing`` prices every event, the gateway's included.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -32,8 +32,6 @@ from catalog.models import (
     Provider,
     api_key_env_problem,
 )
-
-_MTOK = 1_000_000
 
 logger = logging.getLogger(__name__)
 
@@ -49,11 +47,6 @@ class Route:
     url: str
     headers: dict[str, str] = field(default_factory=dict)
     missing: tuple[str, ...] = ()  # settings or environment variables still to set
-    prices: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # in, out, cache r/w per Mtok
-
-    def cost_usd(self, *, input_tokens: int, output_tokens: int, cache_read: int = 0) -> float:
-        p_in, p_out, p_read, _ = self.prices
-        return (input_tokens * p_in + output_tokens * p_out + cache_read * p_read) / _MTOK
 
 
 def route_for(model: CatalogModel) -> Route:
@@ -105,15 +98,6 @@ def route_for(model: CatalogModel) -> Route:
         url=url,
         headers=headers,
         missing=tuple(missing),
-        prices=tuple(  # type: ignore[arg-type]
-            float(p or Decimal(0))
-            for p in (
-                model.input_price_per_mtok,
-                model.output_price_per_mtok,
-                model.cache_read_price_per_mtok,
-                model.cache_write_price_per_mtok,
-            )
-        ),
     )
 
 

@@ -24,6 +24,7 @@ from django.db.models import Sum
 
 from accounts.credentials import ApiKeyIdentity, aresolve
 from accounts.tokens import Kind, claimed_kind
+from catalog.pricing import aprice_table
 from hepgg.lib import ratelimit
 from hepgg.lib.outbound import client_session
 from hepgg.lib.sse import SSEDecoder
@@ -476,27 +477,33 @@ async def chat_completion_relay(
             else:
                 response.release()
         if reached:
-            await _meter(
-                identity=identity, route=route, tally=tally, status=status, estimate=estimate
-            )
+            await _meter(identity=identity, tally=tally, status=status, estimate=estimate)
 
 
-async def _meter(
-    *, identity: ApiKeyIdentity, route: Route, tally: Tally, status: int, estimate: bool
-) -> None:
+async def _meter(*, identity: ApiKeyIdentity, tally: Tally, status: int, estimate: bool) -> None:
     """Record the usage event and charge the key's token and budget limits."""
     counts = await tally.counts(reached_output=estimate)
-    usage_writer.record(tally.record(counts, status=status))
+    record = tally.record(counts, status=status)
+    usage_writer.record(record)
     usage_writer.touch_api_key(identity.key_id)
     limits = _limits(identity)
     if limits.tokens_per_minute or limits.monthly_budget_usd:
-        cost = route.cost_usd(
-            input_tokens=counts.input_tokens,
-            output_tokens=counts.output_tokens,
-            cache_read=counts.cache_read_input_tokens,
+        # The price the writer will store for this event, from the same function and table
+        # (in process memory: no query). An unpriced model charges nothing to the budget.
+        cost = (await aprice_table()).cost(
+            model=record.model,
+            occurred_at=record.occurred_at,
+            input_tokens=record.input_tokens,
+            output_tokens=record.output_tokens,
+            cache_creation_input_tokens=record.cache_creation_input_tokens,
+            cache_read_input_tokens=record.cache_read_input_tokens,
         )
         await ratelimit.charge(
-            identity.key_public_id, limits, period=_period(), tokens=counts.total, cost=cost
+            identity.key_public_id,
+            limits,
+            period=_period(),
+            tokens=counts.total,
+            cost=float(cost or 0),
         )
 
 

@@ -14,7 +14,9 @@ from django.conf import settings
 
 from accounts.models import Account
 from accounts.services import account_create
-from catalog.models import CatalogModel
+from catalog.models import CatalogModel, Price
+from catalog.pricing import forget_prices
+from catalog.services import price_file_read, prices_load
 from hepgg.lib import sharedcache
 from tests.servers import ServerProcess, start_hepgg
 from usage.writer import usage_writer
@@ -48,9 +50,11 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: N
 @pytest.fixture(autouse=True)
 def _fresh_process_state() -> Iterator[None]:
     sharedcache.clear_local()
+    forget_prices()
     yield
     usage_writer.flush()
     sharedcache.clear_local()
+    forget_prices()
 
 
 @pytest.fixture
@@ -61,6 +65,15 @@ def catalog_model(db: None) -> CatalogModel:
         defaults={"provider": "cloudflare", "upstream_model": "@cf/openai/gpt-oss-20b"},
     )
     return model
+
+
+@pytest.fixture
+def prices(db: None) -> None:
+    """The seeded price table (re-loaded from catalog/data/prices.json when a transactional test
+    flushed it)."""
+    if not Price.objects.exists():
+        prices_load(rows=price_file_read())
+    forget_prices()
 
 
 @pytest.fixture

@@ -1,4 +1,17 @@
-"""Usage events: one row per upstream request (or per record a ``ccas sync`` reports)."""
+"""Usage events (one row per upstream request, or per record a ``ccas sync`` reports) and their
+rollups: hour and day buckets recomputed from the events by ``usage.rollups``.
+
+The rollup tables, and what reads them:
+
+- ``UsageBucket``: hour and day, per account x source x model x API key or machine. ``GET /usage``,
+  ``GET /me`` and the dashboard's stacked charts.
+- ``SessionBucket``: day, per account x source x Claude Code session x model x machine.
+  ``GET /usage?group_by=session`` and the dashboard's top sessions.
+- ``DailyStats``: day, per account and for all accounts (``account`` null): requests, errors and
+  the latency/TTFB percentiles, which cannot be summed from the buckets.
+- ``RollupState`` (one row) and ``RollupPending`` (hours waiting to be recomputed): the
+  watermark. See ``usage.rollups``.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +19,8 @@ from datetime import datetime
 from typing import Any
 
 from django.db import models
-from django.db.models import Count, F, Q, Sum
-from django.db.models.functions import Coalesce, TruncDay, TruncMonth, TruncWeek
+from django.db.models import Count, Q, Sum
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from accounts.models import Account, ApiKey, Machine
@@ -19,39 +32,37 @@ class Source(models.TextChoices):
     SYNC = "sync", "ccas sync"
 
 
-_TOTALS = {
-    "requests": Count("id"),
-    "input_tokens": Coalesce(Sum("input_tokens"), 0),
-    "output_tokens": Coalesce(Sum("output_tokens"), 0),
-    "cache_creation_input_tokens": Coalesce(Sum("cache_creation_input_tokens"), 0),
-    "cache_read_input_tokens": Coalesce(Sum("cache_read_input_tokens"), 0),
-    "cost_usd": Sum("cost_usd"),
-}
+TOKEN_FIELDS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+)
+# An event is an error when the upstream said so: an HTTP error status, or an error in the body
+# (an SSE error event, or a stream the gateway cut off with one).
+ERROR = Q(status_code__gte=400) | Q(details__has_key="error") | Q(details__has_key="error_type")
 
-GROUPINGS = {
-    "day": TruncDay("occurred_at"),
-    "week": TruncWeek("occurred_at"),
-    "month": TruncMonth("occurred_at"),
-    "model": F("model"),
-    "machine": F("machine__public_id"),
-    "key": F("api_key__public_id"),
-    "session": F("session_id"),
+# Named "sum_<field>": an aggregate named like a field would shadow the field in filters.
+_TOTALS = {
+    "sum_requests": Count("id"),
+    **{f"sum_{name}": Coalesce(Sum(name), 0) for name in TOKEN_FIELDS},
+    "sum_cost_usd": Sum("cost_usd"),
+    "sum_unpriced_requests": Count("id", filter=Q(cost_usd__isnull=True)),
 }
 
 
 def _row(values: dict[str, Any]) -> dict[str, Any]:
-    cost = values.get("cost_usd")
+    cost = values["sum_cost_usd"]
     return {
-        "requests": values["requests"],
-        "input_tokens": values["input_tokens"],
-        "output_tokens": values["output_tokens"],
-        "cache_creation_input_tokens": values["cache_creation_input_tokens"],
-        "cache_read_input_tokens": values["cache_read_input_tokens"],
+        "requests": values["sum_requests"],
+        **{name: values[f"sum_{name}"] for name in TOKEN_FIELDS},
         "cost_usd": None if cost is None else round(float(cost), 8),
+        "unpriced_requests": values["sum_unpriced_requests"],
     }
 
 
-def _bucket_label(value: Any, group_by: str) -> str | None:
+def bucket_label(value: Any, group_by: str) -> str | None:
+    """A bucket's label in ``GET /usage``: ``2026-11-01``, ``2026-11``, a model, an id."""
     if value is None:
         return None
     if isinstance(value, datetime):
@@ -84,17 +95,6 @@ class UsageEventQuerySet(models.QuerySet["UsageEvent"]):
 
     def totals(self) -> dict[str, Any]:
         return _row(self.aggregate(**_TOTALS))
-
-    def summary(self, group_by: str) -> list[dict[str, Any]]:
-        """One row per bucket of ``group_by`` (a key of ``GROUPINGS``), oldest or largest first."""
-        rows = (
-            self.order_by()
-            .annotate(bucket=GROUPINGS[group_by])
-            .values("bucket")
-            .annotate(**_TOTALS)
-            .order_by("bucket")
-        )
-        return [{"bucket": _bucket_label(r["bucket"], group_by), **_row(r)} for r in rows]
 
 
 class UsageEvent(models.Model):
@@ -136,7 +136,11 @@ class UsageEvent(models.Model):
     objects = UsageEventQuerySet.as_manager()
 
     class Meta:
-        indexes = [models.Index(fields=["account", "occurred_at"])]
+        indexes = [
+            models.Index(fields=["account", "occurred_at"]),
+            # The rollups read one hour or day of every account at a time.
+            models.Index(fields=["occurred_at"], name="usage_event_occurred_at"),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["account", "dedupe_key"],
@@ -148,3 +152,142 @@ class UsageEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.source} {self.model} {self.occurred_at:%Y-%m-%d %H:%M:%S}"
+
+
+# -- rollups -----------------------------------------------------------------------------------
+class Period(models.TextChoices):
+    HOUR = "hour", "hour"
+    DAY = "day", "day"
+
+
+class _Totals(models.Model):
+    """What every rollup row counts."""
+
+    requests = models.BigIntegerField(default=0)
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    cache_creation_input_tokens = models.BigIntegerField(default=0)
+    cache_read_input_tokens = models.BigIntegerField(default=0)
+    # The sum over priced events; null when none of them was priced.
+    cost_usd = models.DecimalField(max_digits=20, decimal_places=8, null=True, blank=True)
+    unpriced_requests = models.BigIntegerField(default=0)
+    errors = models.BigIntegerField(default=0)
+
+    class Meta:
+        abstract = True
+
+
+class _Percentiles(models.Model):
+    # Continuous percentiles (PostgreSQL's percentile_cont) of the events that reported them.
+    latency_p50_ms = models.FloatField(null=True, blank=True)
+    latency_p95_ms = models.FloatField(null=True, blank=True)
+    ttfb_p50_ms = models.FloatField(null=True, blank=True)
+    ttfb_p95_ms = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+
+class UsageBucket(_Totals, _Percentiles):
+    """One hour or day of one account x source x model x API key or machine, recomputed from the
+    raw events by ``usage.rollups`` and replaced whole (never incremented)."""
+
+    period = models.CharField(max_length=8, choices=Period.choices)
+    start = models.DateTimeField()
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="+", db_index=False)
+    source = models.CharField(max_length=16, choices=Source.choices)
+    model = models.CharField(max_length=200, blank=True)
+    api_key = models.ForeignKey(
+        ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
+    )
+    machine = models.ForeignKey(
+        Machine, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
+    )
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["account", "period", "start"], name="usage_bucket_account"),
+            models.Index(fields=["period", "start"], name="usage_bucket_period"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.period} {self.start:%Y-%m-%d %H:%M} {self.source} {self.model}"
+
+
+class SessionBucket(_Totals):
+    """One UTC day of one account x source x Claude Code session (events without a session are
+    counted under ``session_id=""``), with the models it used and its machine."""
+
+    start = models.DateTimeField()
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="+", db_index=False)
+    source = models.CharField(max_length=16, choices=Source.choices)
+    session_id = models.CharField(max_length=200, blank=True)
+    # The session's models, sorted and comma-separated (cut at 1,000 characters).
+    model_names = models.CharField(max_length=1000, blank=True)
+    machine = models.ForeignKey(
+        Machine, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
+    )
+    first_at = models.DateTimeField()
+    last_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["account", "start"], name="usage_session_account"),
+            models.Index(fields=["start"], name="usage_session_start"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.start:%Y-%m-%d} {self.session_id or '(no session)'}"
+
+
+class DailyStats(_Percentiles):
+    """One UTC day of one account, or of all accounts (``account`` null)."""
+
+    start = models.DateTimeField()
+    account = models.ForeignKey(
+        Account, null=True, blank=True, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    requests = models.BigIntegerField(default=0)
+    errors = models.BigIntegerField(default=0)
+
+    class Meta:
+        verbose_name_plural = "daily stats"
+        indexes = [
+            models.Index(fields=["account", "start"], name="usage_dailystats_account"),
+            models.Index(fields=["start"], name="usage_dailystats_start"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.start:%Y-%m-%d} {self.account or 'all accounts'}"
+
+
+class RollupState(models.Model):
+    """The rollups' watermark and lease (a single row, ``pk=1``).
+
+    Every event recorded at or before ``recorded_through`` has had its hour recomputed, or has
+    its hour in ``RollupPending``. A run holds the lease (``lease_until``) while it works, so two
+    never overlap; a crashed run's lease simply expires.
+    """
+
+    recorded_through = models.DateTimeField(null=True, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    lease_owner = models.CharField(max_length=64, blank=True)
+    # Raw events before this were deleted by the retention policy: older rollups are final.
+    purged_before = models.DateTimeField(null=True, blank=True)
+    # The price table as the last reprice saw it: a change reprices the events it affects.
+    prices_seen = models.JSONField(null=True, blank=True)
+    last_run_at = models.DateTimeField(null=True, blank=True)
+    last_run_seconds = models.FloatField(null=True, blank=True)
+    last_run_hours = models.IntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"rolled up through {self.recorded_through}"
+
+
+class RollupPending(models.Model):
+    """An hour whose buckets must be recomputed (its events changed since they were)."""
+
+    hour = models.DateTimeField(unique=True)
+
+    def __str__(self) -> str:
+        return f"{self.hour:%Y-%m-%d %H:00}"

@@ -130,12 +130,12 @@ def _total(record: UsageRecord) -> int:
 
 
 def _costs(records: list[UsageRecord]) -> list[Decimal | None]:
-    """Each record priced exactly as the proxy's writer prices its events (one place to repoint
-    when the pricing changes)."""
-    from usage.writer import _cost, _prices_by_slug
+    """Each record priced exactly as the proxy's writer prices its events."""
+    from catalog.pricing import price_table
+    from usage.writer import record_cost
 
-    prices = _prices_by_slug({r.model for r in records})
-    return [_cost(r, prices.get(r.model)) for r in records]
+    prices = price_table()
+    return [record_cost(r, prices) for r in records]
 
 
 def _insert_new(rows: list[dict[str, Any]]) -> int:

@@ -55,26 +55,6 @@ class UsageRecord:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-_MTOK = Decimal(1_000_000)
-
-
-def _prices_by_slug(slugs: set[str]) -> dict[str, Any]:
-    from catalog.models import CatalogModel
-
-    return {m.slug: m for m in CatalogModel.objects.filter(slug__in=slugs)} if slugs else {}
-
-
-def _cost(record: UsageRecord, price: Any) -> Decimal | None:
-    if price is None:
-        return None
-    return (
-        record.input_tokens * price.input_price_per_mtok
-        + record.output_tokens * price.output_price_per_mtok
-        + record.cache_read_input_tokens * price.cache_read_price_per_mtok
-        + record.cache_creation_input_tokens * price.cache_write_price_per_mtok
-    ) / _MTOK
-
-
 _EVENT_COLUMNS = (
     "account_id", "source", "model", "api_key_id", "machine_id", "occurred_at", "input_tokens",
     "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "estimated",
@@ -136,6 +116,22 @@ def _insert_events(rows: list[tuple[Any, ...]]) -> None:
     )
     with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
         cursor.executemany(sql, prepared)
+
+
+def record_cost(record: UsageRecord, prices: Any = None) -> Decimal | None:
+    """What ``record`` cost at the price in force when it happened (``catalog.pricing``; null
+    for an unpriced model). ``prices``: a ``PriceTable`` already at hand."""
+    from catalog.pricing import price_table
+
+    return (prices or price_table()).cost(
+        model=record.model,
+        occurred_at=record.occurred_at,
+        input_tokens=record.input_tokens,
+        output_tokens=record.output_tokens,
+        cache_creation_input_tokens=record.cache_creation_input_tokens,
+        cache_read_input_tokens=record.cache_read_input_tokens,
+        cache_creation=record.details.get("cache_creation"),
+    )
 
 
 class UsageWriter:
@@ -202,9 +198,10 @@ class UsageWriter:
 
     def _write(self, batch: list[UsageRecord], keys: set[int], machines: set[int]) -> None:
         from accounts.models import ApiKey, Machine
+        from catalog.pricing import price_table
         from usage.models import dedupe_key
 
-        prices = _prices_by_slug({r.model for r in batch if r.source != "sync"})
+        prices = price_table()  # in process memory; one query per GATEWAY_CATALOG_CACHE_SECONDS
         now = timezone.now()
         _insert_events(
             [
@@ -212,7 +209,8 @@ class UsageWriter:
                     r.account_id, r.source, r.model, r.api_key_id, r.machine_id,
                     r.occurred_at, r.input_tokens, r.output_tokens,
                     r.cache_creation_input_tokens, r.cache_read_input_tokens, r.estimated,
-                    _cost(r, prices.get(r.model)), r.status_code, r.stop_reason[:64],
+                    record_cost(r, prices),
+                    r.status_code, r.stop_reason[:64],
                     r.latency_ms, r.ttfb_ms, r.request_id[:200], r.message_id[:200],
                     r.session_id[:200],
                     dedupe_key(source=r.source, request_id=r.request_id, message_id=r.message_id),

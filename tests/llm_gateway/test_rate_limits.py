@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from accounts.models import ApiKey
-from catalog.models import CatalogModel
+from catalog.models import CatalogModel, Price
 from tests.llm_gateway.conftest import MESSAGES, wait_for_events
 from tests.llm_gateway.fake_upstream import FakeUpstream
 from tests.servers import ServerProcess
@@ -28,6 +28,17 @@ def post(server: ServerProcess, key: str) -> httpx.Response:
 
 def limit(**fields: object) -> None:
     ApiKey.objects.update(**fields)
+
+
+def price_at_a_cent_a_token(model: CatalogModel) -> None:
+    """$0.01 per token in and out, from the price table every cost comes from."""
+    Price.objects.filter(pattern=model.slug).delete()
+    Price.objects.create(
+        pattern=model.slug,
+        effective_from="2000-01-01",
+        input=Decimal(10_000),
+        output=Decimal(10_000),
+    )
 
 
 def test_a_key_over_its_requests_per_minute_gets_a_429_with_retry_after(
@@ -84,9 +95,7 @@ def test_a_key_over_its_monthly_budget_gets_a_429_it_should_not_retry(
     gateway: ServerProcess, api_key: str, catalog_model: CatalogModel, member
 ) -> None:
     # $0.01 per token in and out: one request (14 + 6 tokens) costs $0.20.
-    CatalogModel.objects.filter(id=catalog_model.id).update(
-        input_price_per_mtok=Decimal(10_000), output_price_per_mtok=Decimal(10_000)
-    )
+    price_at_a_cent_a_token(catalog_model)
     limit(monthly_budget_usd=Decimal("0.15"))
 
     first = post(gateway, api_key)
@@ -107,9 +116,7 @@ def test_a_key_over_its_monthly_budget_gets_a_429_it_should_not_retry(
 def test_spend_recorded_before_a_restart_counts_against_the_budget(
     start_gateway, api_key: str, catalog_model: CatalogModel, member
 ) -> None:
-    CatalogModel.objects.filter(id=catalog_model.id).update(
-        input_price_per_mtok=Decimal(10_000), output_price_per_mtok=Decimal(10_000)
-    )
+    price_at_a_cent_a_token(catalog_model)
     limit(monthly_budget_usd=Decimal("0.15"))
     first_server = start_gateway()
     assert post(first_server, api_key).status_code == 200

@@ -12,6 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accounts.services import api_key_mint, machine_register
+from catalog.models import Price
 from usage.models import UsageEvent
 from usage.writer import UsageRecord, UsageWriter
 
@@ -37,10 +38,8 @@ def test_records_wait_in_memory_until_a_flush_writes_them_in_one_batch(
     assert sum(UsageEvent.objects.values_list("input_tokens", flat=True)) == sum(range(50))
 
 
-def test_costs_come_from_the_catalog_prices(member, catalog_model) -> None:
-    catalog_model.input_price_per_mtok = Decimal("2")
-    catalog_model.output_price_per_mtok = Decimal("4")
-    catalog_model.save()
+def test_costs_come_from_the_price_table(member, catalog_model, prices) -> None:
+    Price.objects.filter(pattern="cf-gpt-oss-20b").update(input=Decimal(2), output=Decimal(4))
     writer = UsageWriter()
     writer.record(record(member, model="cf-gpt-oss-20b", input_tokens=1000, output_tokens=500))
     writer.record(record(member, model="not-in-catalog", input_tokens=10))

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('catalog', '0002_seed_cf_gpt_oss_20b'),
+        ('catalog', '0005_remove_catalogmodel_price_columns'),
     ]
 
     operations = [
