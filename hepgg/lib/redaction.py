@@ -47,13 +47,29 @@ class RedactSecretsFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         cleaned = redact(message)
-        if cleaned != message:
+        if cleaned != message and not self._redact_in_place(record):
             record.msg, record.args = cleaned, None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
             record.exc_text = redact(record.exc_text)
         return True
+
+    @staticmethod
+    def _redact_in_place(record: logging.LogRecord) -> bool:
+        """Mask the format string and each string argument, keeping the arguments' shape (some
+        formatters unpack them: uvicorn's access log does). False when the message still holds
+        a secret that way (one split across arguments, or inside bytes)."""
+        if not isinstance(record.args, tuple) or not isinstance(record.msg, str):
+            return False
+        original = record.msg, record.args
+        record.msg = redact(record.msg)
+        record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+        message = record.getMessage()
+        if redact(message) == message:
+            return True
+        record.msg, record.args = original
+        return False
 
 
 def install_server_log_redaction() -> None:

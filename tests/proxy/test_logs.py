@@ -34,3 +34,7 @@ def test_the_server_log_shows_only_the_tokens_prefix(
     assert machine.token[9:] not in logs
     assert CLIENT_API_KEY not in logs
     assert CLIENT_API_KEY[12:] not in logs
+    # The masked access line is formatted by the server's own formatter, not dumped in a
+    # "Logging error" traceback (uvicorn's formatter unpacks the record's arguments).
+    assert "Logging error" not in logs and "Traceback" not in logs
+    assert f"/anthropic/{machine.token[:9]}" in logs
