@@ -17,12 +17,13 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
 from hepgg.lib.redaction import install_server_log_redaction  # noqa: E402
-from hepgg.lifespan import lifespan  # noqa: E402
+from hepgg.lifespan import lifespan, startup  # noqa: E402
 from llm_gateway.routing import urlpatterns as gateway_routes  # noqa: E402
 from proxy.routing import urlpatterns as proxy_routes  # noqa: E402
 from skills.asgi import skills_site  # noqa: E402
 
 install_server_log_redaction()
+startup()  # daphne sends no lifespan events: start-up work runs when the app is loaded
 
 application = ProtocolTypeRouter(
     {

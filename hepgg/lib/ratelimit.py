@@ -12,8 +12,8 @@ the limit per 60 s), the model OpenAI describes for its own limits:
 
 With Redis, ``charge`` costs no round trip of its own: the charge waits in this process and
 travels with the subject's next ``acquire`` (the script applies it before it decides, so this
-process's next request already sees it), or with the batch a flusher task sends every
-``CHARGE_FLUSH_SECONDS`` in one pipeline, so other processes see it within that time.
+process's next request already sees it), or with the batch a flusher (``hepgg.lib.batching``)
+sends every ``CHARGE_FLUSH_SECONDS`` in one pipeline, so other processes see it within that time.
 
 The spend counter lives only in the shared store; when it is missing (a new month, a flushed
 Redis) ``acquire`` answers ``budget_unknown`` and the caller seeds it from the database.
@@ -21,7 +21,6 @@ Redis) ``acquire`` answers ``budget_unknown`` and the caller seeds it from the d
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import threading
@@ -30,6 +29,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
+from hepgg.lib.batching import Flusher
 from hepgg.lib.redis import async_redis, redis_configured
 
 logger = logging.getLogger(__name__)
@@ -187,22 +187,24 @@ def _argv(mode: str, limits: Limits, tokens: int = 0, cost: float = 0.0) -> list
 
 
 class _PendingCharges:
-    """Charges not yet in Redis, summed per (subject, period), and the task that sends them."""
+    """Charges not yet in Redis, summed per (subject, period), and the flusher that sends them.
+
+    A failed send is logged and dropped: Redis unreachable, the limits go easy rather than the
+    requests. No exit hook: what a stop loses is one interval's charges of a rate limit."""
 
     def __init__(self) -> None:
         self._charges: dict[tuple[str, str], tuple[Limits, int, float]] = {}
-        self._flushers: set[asyncio.Task[None]] = set()  # asyncio keeps only weak references
-        self._flusher_loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+        self._flusher = Flusher(
+            "rate-limit charges",
+            flush=self.flush,
+            interval=lambda: CHARGE_FLUSH_SECONDS,
+            pending=lambda: bool(self._charges),
+        )
 
     def add(self, subject: str, period: str, limits: Limits, tokens: int, cost: float) -> None:
         _limits, old_tokens, old_cost = self._charges.get((subject, period), (limits, 0, 0.0))
         self._charges[(subject, period)] = (limits, old_tokens + tokens, old_cost + cost)
-        loop = asyncio.get_running_loop()
-        if loop not in self._flusher_loops:
-            self._flusher_loops.add(loop)
-            task = loop.create_task(self._flush_forever())
-            self._flushers.add(task)
-            task.add_done_callback(self._flushers.discard)
+        self._flusher.poke()
 
     def take(self, subject: str, period: str) -> tuple[int, float]:
         _limits, tokens, cost = self._charges.pop((subject, period), (None, 0, 0.0))
@@ -222,14 +224,6 @@ class _PendingCharges:
                     client=pipe,
                 )
             await pipe.execute()
-
-    async def _flush_forever(self) -> None:
-        while True:
-            await asyncio.sleep(CHARGE_FLUSH_SECONDS)
-            try:
-                await self.flush()
-            except Exception:  # Redis unreachable: the limits go easy rather than the requests
-                logger.warning("could not send rate-limit charges to Redis", exc_info=True)
 
 
 _pending = _PendingCharges()
@@ -287,12 +281,6 @@ async def seed_spend(subject: str, *, period: str, spent: float) -> None:
         await async_redis().set(key, repr(float(spent)), nx=True, px=_SPEND_TTL_MS)
     else:
         _local.seed(key, spent)
-
-
-async def flush_charges() -> None:
-    """Send the charges waiting in this process now (graceful shutdown, tests)."""
-    if redis_configured():
-        await _pending.flush()
 
 
 def clear_local() -> None:
