@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db import InterfaceError, OperationalError
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
@@ -20,6 +21,13 @@ def _first_message(detail: Any) -> str:
 
 
 def account_api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, OperationalError | InterfaceError):
+        # The database is unreachable: a quick 503 the client may retry, not a 500.
+        return Response(
+            {"error": "The account API cannot reach its database right now; retry shortly."},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": "1"},
+        )
     response = exception_handler(exc, context)
     if response is None:
         return None  # not an API exception: a real bug, let Django report it

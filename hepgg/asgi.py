@@ -19,13 +19,14 @@ from django.urls import re_path  # noqa: E402
 
 from hepgg.lib.bodylimit import bounded_bodies  # noqa: E402
 from hepgg.lib.redaction import install_server_log_redaction  # noqa: E402
-from hepgg.lifespan import lifespan  # noqa: E402
+from hepgg.lifespan import lifespan, startup  # noqa: E402
 from llm_gateway.routing import urlpatterns as gateway_routes  # noqa: E402
 from proxy.routing import urlpatterns as proxy_routes  # noqa: E402
 from skills.asgi import skills_site, urlconf_for  # noqa: E402
 from usage.embedded import start_embedded_rollups  # noqa: E402
 
 install_server_log_redaction()
+startup()  # daphne sends no lifespan events: start-up work runs when the app is loaded
 start_embedded_rollups()  # only without a Celery worker (USAGE_ROLLUP_IN_WEB)
 
 django_app = bounded_bodies(django_asgi_app, urlconf_for=urlconf_for)

@@ -1,23 +1,56 @@
-"""ASGI lifespan: on graceful shutdown, flush buffered usage and rate-limit charges, and close
-outbound connections."""
+"""Start-up and shutdown of a server process, whichever server runs it.
+
+- Start-up (``startup``, called once per process when ``hepgg.asgi`` is imported, since daphne
+  sends no lifespan events): usage spilled to disk by an earlier process that died during a
+  database outage is replayed in a thread.
+- Shutdown: every batching buffer (``hepgg.lib.batching``: usage, rate-limit charges and
+  snapshots) is flushed, then outbound connections are closed. Under uvicorn (``--lifespan
+  on``) the ASGI lifespan shutdown does it on the event loop (``shutdown``); under daphne an
+  exit hook does it (``shutdown_at_exit``); under uvicorn the hook runs too and finds nothing
+  left to write.
+"""
 
 from __future__ import annotations
 
+import atexit
+import threading
 from typing import Any
 
+from hepgg.lib import batching
 from hepgg.lib.outbound import close_client_session
-from hepgg.lib.ratelimit import flush_charges
-from usage.writer import usage_writer
+
+_started = threading.Event()
+
+
+def startup() -> None:
+    """Once per process: replay usage that an earlier process left on disk."""
+    if _started.is_set():
+        return
+    _started.set()
+    from usage.writer import usage_writer
+
+    usage_writer.start_replay()
+    atexit.register(shutdown_at_exit)
+
+
+async def shutdown() -> None:
+    """Graceful shutdown on the event loop: write every buffer, close outbound connections."""
+    await batching.flush_all()
+    await close_client_session()
+
+
+def shutdown_at_exit() -> None:
+    """The same for a server with no lifespan (daphne): from an exit hook, with no loop."""
+    batching.flush_all_sync()
 
 
 async def lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
+            startup()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
-            await usage_writer.aflush()
-            await flush_charges()
-            await close_client_session()
+            await shutdown()
             await send({"type": "lifespan.shutdown.complete"})
             return

@@ -122,6 +122,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 else:
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # An unreachable PostgreSQL fails a connect within this many seconds (libpq's minimum is 2)
+    # rather than after the OS's minutes, so a request that needs it gets a quick 503.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+        "connect_timeout", env.int("DB_CONNECT_TIMEOUT", default=2)
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: shared cache, rate limits, Celery broker, channel layer -------------------------
@@ -205,6 +210,13 @@ LAST_USED_RESOLUTION_SECONDS = env.int("LAST_USED_RESOLUTION_SECONDS", default=6
 # The batched usage writer flushes at this interval, or sooner when a batch fills up.
 USAGE_FLUSH_SECONDS = env.float("USAGE_FLUSH_SECONDS", default=1.0)
 USAGE_BATCH_SIZE = env.int("USAGE_BATCH_SIZE", default=500)
+# Where usage goes while the database is unreachable (spill files) or when it refuses a record
+# (rejected.jsonl); `manage.py replay_usage` writes both back. Spill files are capped in bytes.
+USAGE_SPILL_DIR = Path(env.str("USAGE_SPILL_DIR", default=str(DATA_DIR / "usage")))
+USAGE_SPILL_MAX_BYTES = env.int("USAGE_SPILL_MAX_BYTES", default=1024**3)
+# The most usage records a process keeps in memory when neither the database nor the disk
+# takes them; beyond it new records are dropped (and logged).
+USAGE_MEMORY_MAX_EVENTS = env.int("USAGE_MEMORY_MAX_EVENTS", default=100_000)
 
 # --- Django REST framework ------------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -10,28 +10,23 @@ the headers go out).
 
 from __future__ import annotations
 
-import asyncio
-import itertools
 import logging
-import os
 import time
 from typing import Any
 
 import orjson
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 
+from hepgg.lib.disconnect import DisconnectWatch
+from hepgg.lib.requestids import request_id
 from llm_gateway import services
-from llm_gateway.errors import GatewayError, sse_error_event
+from llm_gateway.errors import GatewayError, database_unavailable, sse_error_event
 
 logger = logging.getLogger(__name__)
 
 Scope = dict[str, Any]
 Headers = list[tuple[bytes, bytes]]
-
-
-# Request ids: random per process, a counter within it (unique without a syscall per request).
-_ID_PREFIX = os.urandom(6).hex().encode()
-_ids = itertools.count(1)
 
 
 class ClientGone(Exception):
@@ -41,26 +36,13 @@ class ClientGone(Exception):
 class Exchange:
     """One request's response side: sends, times, and watches for the client going away."""
 
-    __slots__ = (
-        "_receive",
-        "_send",
-        "_watcher",
-        "client_gone",
-        "finished",
-        "headers_sent",
-        "request_id",
-        "started",
-        "upstream_wait",
-    )
+    __slots__ = ("_send", "headers_sent", "request_id", "started", "upstream_wait", "watch")
 
     def __init__(self, receive: Any, send: Any, started: float) -> None:
-        self._receive = receive
         self._send = send
-        self._watcher: asyncio.Task[None] | None = None
+        self.watch = DisconnectWatch(receive)
         self.started = started
-        self.request_id = b"req_%s%012x" % (_ID_PREFIX, next(_ids))
-        self.client_gone = False
-        self.finished = False
+        self.request_id = request_id().encode()
         self.headers_sent = False
         self.upstream_wait = 0.0  # seconds spent waiting on the provider before our headers
 
@@ -74,10 +56,13 @@ class Exchange:
         self.headers_sent = True
         await self._send({"type": "http.response.start", "status": status, "headers": headers})
 
+    @property
+    def finished(self) -> bool:
+        return self.watch.finished
+
     async def body(self, data: bytes, *, more: bool) -> None:
         if not more:
-            self.finished = True  # from here on a disconnect is the normal end, not an abort
-            self.stop_watching()
+            self.watch.finish()  # from here on a disconnect is the normal end, not an abort
         await self._send({"type": "http.response.body", "body": data, "more_body": more})
 
     async def respond(self, status: int, headers: Headers, body: bytes) -> None:
@@ -87,28 +72,6 @@ class Exchange:
 
     async def respond_json(self, status: int, data: Any) -> None:
         await self.respond(status, [(b"content-type", b"application/json")], orjson.dumps(data))
-
-    def watch_disconnect(self) -> None:
-        """Cancel the current task if the client disconnects before the response is done, so
-        that the upstream request is closed with it (the relay meters what it saw, then returns).
-        """
-        task = asyncio.current_task()
-
-        async def watch() -> None:
-            while True:
-                message = await self._receive()
-                if message["type"] == "http.disconnect":
-                    if not self.finished and task is not None:
-                        self.client_gone = True
-                        task.cancel()
-                    return
-
-        self._watcher = asyncio.get_running_loop().create_task(watch())
-
-    def stop_watching(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-            self._watcher = None
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:
@@ -214,6 +177,13 @@ async def gateway_app(scope: Scope, receive: Any, send: Any) -> None:
         await _render(exchange, error)
     except ClientGone:
         pass
+    except (OperationalError, InterfaceError):
+        # The database is unreachable and this request needed it (a credential or a route not
+        # cached yet): a quick 503 the client may retry, not a 500.
+        logger.warning("database unavailable on %s %s", scope.get("method"), scope.get("path"))
+        if exchange.finished:
+            raise
+        await _render(exchange, database_unavailable())
     except Exception:
         logger.exception("unexpected error on %s %s", scope.get("method"), scope.get("path"))
         if exchange.finished:
@@ -228,4 +198,4 @@ async def gateway_app(scope: Scope, receive: Any, send: Any) -> None:
             ),
         )
     finally:
-        exchange.stop_watching()
+        exchange.watch.stop()

@@ -95,6 +95,18 @@ def upstream_error(status: int, message: str, *, code: str | None = None) -> Gat
     return GatewayError(status, message, type="upstream_error", code=code, retryable=True)
 
 
+def database_unavailable() -> GatewayError:
+    """The database is unreachable and the request needed it (a cold credential or route)."""
+    return GatewayError(
+        503,
+        "The gateway cannot reach its database right now; please retry shortly.",
+        type="server_error",
+        code="database_unavailable",
+        retryable=True,
+        headers=[(b"retry-after", b"1")],
+    )
+
+
 def sse_error_event(error: GatewayError) -> bytes:
     """The in-band form of an error once a stream has started."""
     return b"data: " + orjson.dumps(error.body()) + b"\n\n"

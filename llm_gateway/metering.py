@@ -17,7 +17,7 @@ from typing import Any
 
 from accounts.credentials import ApiKeyIdentity
 from hepgg.lib import tokencount
-from usage.writer import UsageRecord
+from usage.records import UsageRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +38,7 @@ class Tally:
     request: dict[str, Any]
     stream: bool
     started: float  # perf_counter at the gateway's receipt of the request
+    event_id: str = ""  # the gateway's x-request-id: keys the event, so it is written once
     usage: dict[str, Any] | None = None
     text: list[str] = field(default_factory=list)
     message_id: str = ""
@@ -141,6 +142,7 @@ class Tally:
             ttfb_ms=None if self.first_byte is None else (self.first_byte - self.started) * 1000,
             request_id=self.upstream_request_id,
             message_id=self.message_id,
+            event_id=self.event_id,
             details=details,
         )
 

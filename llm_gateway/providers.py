@@ -9,13 +9,15 @@ errors. The two provider kinds:
   any other leaves the route unconfigured, so no other secret of the process can leave it.
 
 Routes are cached per process for ``GATEWAY_CATALOG_CACHE_SECONDS`` so that the hot path makes no
-query; an edit in the admin is seen by every process within that time. Prices are not part of a
-route: ``catalog.pricing`` prices every event, the gateway's included.
+query; an edit in the admin is seen by every process within that time. While the database is
+unreachable the last route read stays in use (``aroute``). Prices are not part of a route:
+``catalog.pricing`` prices every event, the gateway's included.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -23,8 +25,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from channels.db import database_sync_to_async
+from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import InterfaceError, OperationalError, close_old_connections, connections
 
 from catalog.models import (
     UPSTREAM_KEY_ENV_PREFIX,
@@ -102,35 +105,76 @@ def route_for(model: CatalogModel) -> Route:
 
 
 def _load(model_id: int) -> Route | None:
-    model = CatalogModel.objects.filter(id=model_id).first()
-    return None if model is None else route_for(model)
+    """The route from the database, in a worker thread (its connection closed afterwards)."""
+    close_old_connections()
+    try:
+        model = CatalogModel.objects.filter(id=model_id).first()
+        return None if model is None else route_for(model)
+    finally:
+        connections.close_all()
 
 
-_routes: dict[int, tuple[float, Route | None]] = {}
+_UNAVAILABLE = (OperationalError, InterfaceError)
+# model id -> (expires, route, whether the database failed the last refresh)
+_routes: dict[int, tuple[float, Route | None, bool]] = {}
 _loading: dict[int, asyncio.Future[Route | None]] = {}
+_refreshers: set[asyncio.Task[Any]] = set()
 
 
 async def aroute(model_id: int) -> Route | None:
-    """The route of catalog model ``model_id`` (None when deleted); cached, one query per TTL."""
+    """The route of catalog model ``model_id`` (None when deleted); cached, one query per TTL.
+
+    With the database unreachable, the last route read stays in use: the refresh that failed
+    is retried once per TTL in the background, so no request waits on the database for it.
+    Raises the database's error only for a route never read yet.
+    """
     cached = _routes.get(model_id)
-    if cached is not None and cached[0] > time.monotonic():
+    if cached is not None:
+        expires, route, failing = cached
+        if expires > time.monotonic():
+            return route
+        if failing:
+            if model_id not in _loading:
+                task = asyncio.get_running_loop().create_task(_refresh_quietly(model_id))
+                _refreshers.add(task)
+                task.add_done_callback(_refreshers.discard)
+            return route
+    try:
+        return await _refresh(model_id)
+    except _UNAVAILABLE:
+        if cached is None:
+            raise
         return cached[1]
+
+
+async def _refresh(model_id: int) -> Route | None:
     pending = _loading.get(model_id)
     if pending is not None:  # another request of this loop is loading it: share its query
         return await asyncio.shield(pending)
     future: asyncio.Future[Route | None] = asyncio.get_running_loop().create_future()
     _loading[model_id] = future
+    ttl = settings.GATEWAY_CATALOG_CACHE_SECONDS
     try:
-        route = await database_sync_to_async(_load)(model_id)
-        _routes[model_id] = (time.monotonic() + settings.GATEWAY_CATALOG_CACHE_SECONDS, route)
+        # Not the shared thread of thread-sensitive calls: a database that does not answer
+        # must not hold up every other request's (a cold credential's) query behind this one.
+        route = await sync_to_async(_load, thread_sensitive=False)(model_id)
+        _routes[model_id] = (time.monotonic() + ttl, route, False)
         future.set_result(route)
         return route
     except BaseException as exc:
+        last = _routes.get(model_id)
+        if last is not None and isinstance(exc, _UNAVAILABLE):
+            _routes[model_id] = (time.monotonic() + ttl, last[1], True)
         future.set_exception(exc)
         future.exception()  # retrieved: no "never retrieved" warning when nobody waited
         raise
     finally:
         _loading.pop(model_id, None)
+
+
+async def _refresh_quietly(model_id: int) -> None:
+    with contextlib.suppress(*_UNAVAILABLE):  # still down: the last route stays in use
+        await _refresh(model_id)
 
 
 def error_from_body(body: bytes) -> tuple[str, str | None]:

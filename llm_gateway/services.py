@@ -11,8 +11,10 @@ travel in-band as an SSE error event (``chat_completion_relay``).
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -20,12 +22,14 @@ import aiohttp
 import orjson
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 from django.db.models import Sum
 
 from accounts.credentials import ApiKeyIdentity, aresolve
 from accounts.tokens import Kind, claimed_kind
 from catalog.pricing import aprice_table
 from hepgg.lib import ratelimit
+from hepgg.lib.disconnect import DisconnectWatch
 from hepgg.lib.outbound import client_session
 from hepgg.lib.sse import SSEDecoder
 from llm_gateway.errors import GatewayError, InvalidApiKey, sse_error_event, upstream_error
@@ -33,19 +37,21 @@ from llm_gateway.metering import Tally
 from llm_gateway.providers import Route, aroute, error_from_body
 from usage.writer import usage_writer
 
+logger = logging.getLogger(__name__)
+
 Headers = list[tuple[bytes, bytes]]
 
 
 class Exchange(Protocol):
     """The client side of one request, as the ASGI layer provides it."""
 
-    client_gone: bool
+    request_id: bytes
     upstream_wait: float
+    watch: DisconnectWatch
 
     async def start(self, status: int, headers: Headers) -> None: ...
     async def body(self, data: bytes, *, more: bool) -> None: ...
     async def respond(self, status: int, headers: Headers, body: bytes) -> None: ...
-    def watch_disconnect(self) -> None: ...
 
 
 # -- authentication ----------------------------------------------------------------------------
@@ -203,9 +209,17 @@ async def api_key_limits_acquire(*, identity: ApiKeyIdentity) -> Headers:
     subject, period = identity.key_public_id, _period()
     decision = await ratelimit.acquire(subject, limits, period=period)
     if decision.reason == "budget_unknown":  # a new month or a flushed Redis: seed, then retry
-        spent = await database_sync_to_async(_spent_this_month)(identity.key_id)
-        await ratelimit.seed_spend(subject, period=period, spent=spent)
-        decision = await ratelimit.acquire(subject, limits, period=period)
+        try:
+            spent = await database_sync_to_async(_spent_this_month)(identity.key_id)
+        except (OperationalError, InterfaceError):
+            # The database is down: serve the request and leave the counter unseeded, so that
+            # a later request seeds it once the spend can be read again.
+            logger.warning("database unavailable: budget of key %s not checked", subject)
+            unbudgeted = replace(limits, monthly_budget_usd=None)
+            decision = await ratelimit.acquire(subject, unbudgeted, period=period)
+        else:
+            await ratelimit.seed_spend(subject, period=period, spent=spent)
+            decision = await ratelimit.acquire(subject, limits, period=period)
     headers: Headers = []
     if limits.requests_per_minute:
         headers += [
@@ -418,13 +432,19 @@ async def chat_completion_relay(
         client_usage = bool(options.get("include_usage"))
         # Always ask for usage: the client only sees the usage chunk if it asked for it.
         payload["stream_options"] = {**options, "include_usage": True}
-    tally = Tally(identity=identity, request=payload, stream=stream, started=started)
+    tally = Tally(
+        identity=identity,
+        request=payload,
+        stream=stream,
+        started=started,
+        event_id=exchange.request_id.decode(),
+    )
     payload = {**payload, "model": route.upstream_model}
     body = orjson.dumps(payload)
 
     status, reached, estimate = 502, False, False
     response: aiohttp.ClientResponse | None = None
-    exchange.watch_disconnect()
+    exchange.watch.start()
     since = time.perf_counter()
     try:
         try:
@@ -461,15 +481,14 @@ async def chat_completion_relay(
         status = error.status
         raise
     except asyncio.CancelledError:
-        if not exchange.client_gone:
+        if not exchange.watch.consume_cancel():
             raise  # the server is shutting down: let it
-        # The client went away: our own watcher cancelled us. Close the upstream, meter, return.
-        task = asyncio.current_task()
-        if task is not None:
-            task.uncancel()
+        # The client went away: our own watch cancelled us. Close the upstream, meter, return.
+        # Gone before the provider's headers, the request was sent all the same (the prompt is
+        # counted, 499 as nginx logs it); gone later, the provider's status stands.
         tally.client_disconnected = True
-        estimate = reached
-        status = 200 if status == 502 else status
+        reached = estimate = True
+        status = 499 if response is None else response.status
     finally:
         if response is not None:
             if tally.client_disconnected:

@@ -13,8 +13,10 @@ second, and Django's request stack buffers bodies under a 2.5 MB limit. The life
 3. Status and headers come back as they are, then every body chunk is sent to the client the
    moment it arrives, compressed or not, exactly as the upstream sent it. Only after a chunk is
    sent does a copy go to the meter (``proxy.metering``).
-4. A watcher awaits ``receive()``: when the client disconnects it cancels the relay, which closes
-   the upstream connection at once, and the usage seen so far is recorded.
+4. Once the request body is read, a ``DisconnectWatch`` awaits ``receive()``: when the client
+   disconnects it cancels the relay, which closes the upstream connection at once, and the usage
+   seen so far is recorded; a client gone before the upstream's headers is recorded too (with
+   status 499), since the request did reach the upstream.
 5. After the last byte: one usage event (``/v1/messages`` only) into the batched writer, the
    machine's latest subscription limits into ``proxy.ratelimits``, and the machine's last_seen.
 """
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -31,17 +34,23 @@ from urllib.parse import quote
 
 import aiohttp
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 from yarl import URL
 
 from accounts.credentials import MachineIdentity, aresolve
 from accounts.tokens import Kind, claimed_kind
+from hepgg.lib.disconnect import DisconnectWatch
 from hepgg.lib.outbound import client_session
+from hepgg.lib.requestids import request_id
 from proxy.errors import ProxyError, send_proxy_error
 from proxy.headers import IncomingHeaders, OutgoingHeaders, incoming_headers, outgoing_headers
 from proxy.metering import MessagesMeter, metadata_user_id, request_model, session_from_user_id
 from proxy.ratelimits import rate_limits
-from usage.writer import UsageRecord, usage_writer
+from usage.records import UsageRecord
+from usage.writer import usage_writer
+
+logger = logging.getLogger(__name__)
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -83,11 +92,9 @@ class _Exchange:
         self.scope, self.receive, self.send = scope, receive, send
         self.started = time.perf_counter()
         self.occurred_at = timezone.now()
-        self.task = asyncio.current_task()
-        self.finished = False  # the last body message went out: a disconnect no longer matters
-        self.client_gone = False
+        self.watch = DisconnectWatch(receive)
+        self.left_during_body = False  # the client went away before its body was read
         self.too_large = False  # the streamed body went over PROXY_MAX_BODY_BYTES
-        self.watcher: asyncio.Future[Any] | None = None
         self.body_head = b""
         self.body_tail: deque[bytes] = deque()
         self.ttfb: float | None = None
@@ -96,25 +103,6 @@ class _Exchange:
         self.ended_by = ""  # why the response ended early, if it did
 
     # -- the client side ----------------------------------------------------------------------
-    def watch_for_disconnect(self) -> None:
-        """From now on (the request body is read), a message from ``receive`` is a disconnect."""
-        self.watcher = asyncio.ensure_future(self.receive())
-        self.watcher.add_done_callback(self._on_client_message)
-
-    def _on_client_message(self, future: asyncio.Future[Any]) -> None:
-        if future.cancelled() or self.finished:
-            return
-        if future.exception() is None and future.result().get("type") != "http.disconnect":
-            return
-        self.client_gone = True
-        if self.task is not None:
-            self.task.cancel()  # interrupts the upstream read; the relay closes the connection
-
-    def stop_watching(self) -> None:
-        self.finished = True
-        if self.watcher is not None and not self.watcher.done():
-            self.watcher.cancel()
-
     def keep_body_tail(self, chunk: bytes, size: int) -> None:
         self.body_tail.append(chunk)
         while size > _BODY_TAIL_BYTES and len(self.body_tail) > 1:
@@ -130,7 +118,7 @@ class _Exchange:
         while True:
             message = await self.receive()
             if message["type"] == "http.disconnect":
-                self.client_gone = True
+                self.left_during_body = True
                 raise _ClientGone
             chunk = message.get("body", b"")
             seen += len(chunk)
@@ -145,7 +133,7 @@ class _Exchange:
                 break
         if declared is not None and seen != declared:
             raise _ClientGone  # a body shorter than its Content-Length: the client broke off
-        self.watch_for_disconnect()
+        self.watch.start()
 
     # -- the relay ----------------------------------------------------------------------------
     async def run(self) -> None:
@@ -182,7 +170,7 @@ class _Exchange:
             data = body
             self.body_head = body
             self.body_tail.append(body)
-            self.watch_for_disconnect()
+            self.watch.start()
 
         method = scope["method"]
         query = scope.get("query_string", b"")
@@ -193,7 +181,7 @@ class _Exchange:
         try:
             await self.relay(method, target, headers, data, identity, metered=metered)
         finally:
-            self.stop_watching()
+            self.watch.stop()
 
     async def relay(
         self,
@@ -217,18 +205,29 @@ class _Exchange:
                 timeout=_upstream_timeout(),
             )
         except asyncio.CancelledError:
-            if self._swallow_cancel():
-                return
-            raise
+            if not self.watch.consume_cancel():
+                raise
+            # The client left while the upstream had the whole request: it may well be billed
+            # for it, so it is metered (499, as nginx logs a client that closed first).
+            self.ended_by = "client_disconnect"
+            self.record(identity, 499, outgoing_headers(()), _empty_meter() if metered else None)
+            return
         except (aiohttp.ClientError, OSError, TimeoutError, _BodyTooLarge, _ClientGone) as exc:
             # The body generator's errors reach us directly or wrapped by aiohttp: the flags
-            # say which it was.
-            if self.client_gone or isinstance(exc, _ClientGone):
+            # say which it was. A body cut short never made a request the upstream could serve.
+            if self.left_during_body or isinstance(exc, _ClientGone):
                 return
             if self.too_large:
                 await send_proxy_error(self.send, _too_large(settings.PROXY_MAX_BODY_BYTES))
-            else:
-                await send_proxy_error(self.send, _upstream_error(exc))
+                return
+            error = _upstream_error(exc)
+            await send_proxy_error(self.send, error)
+            if not isinstance(exc, _NOT_REACHED):
+                # Connected and sent: the upstream had the request (it reset, or went silent
+                # past the read timeout), so it is metered with the status the client got.
+                self.ended_by = "upstream_error"
+                meter = _empty_meter() if metered else None
+                self.record(identity, error.status, outgoing_headers(()), meter)
             return
 
         usage_writer.touch_machine(identity.machine_id)
@@ -244,18 +243,18 @@ class _Exchange:
             )
             if method == "HEAD" or response.status in _NO_BODY_STATUS:
                 self.ttfb = time.perf_counter()
-                self.finished = True
+                self.watch.finish()
                 await self.send({"type": "http.response.body", "body": b"", "more_body": False})
             else:
                 await self.relay_body(response, out, meter)
         except asyncio.CancelledError:
-            if not self._swallow_cancel():
+            if not self.watch.consume_cancel():
                 response.close()
                 self.record(identity, response.status, out, meter)
                 raise
             self.ended_by = "client_disconnect"
         finally:
-            if self.finished and not self.ended_by:
+            if self.watch.finished and not self.ended_by:
                 response.release()
             else:
                 response.close()  # not read to the end: the connection cannot be reused
@@ -273,7 +272,7 @@ class _Exchange:
                 if remaining is not None:
                     remaining -= len(chunk)
                     if remaining <= 0:  # the declared length is complete: one message, not two
-                        self.finished = True
+                        self.watch.finish()
                         await send({"type": "http.response.body", "body": chunk})
                         if meter is not None:
                             meter.feed(chunk)
@@ -285,7 +284,7 @@ class _Exchange:
             # Reset or timed out mid-body. The status is out, so the error can only travel in
             # band: an SSE error event when the stream carried none and we control the framing.
             self.ended_by = "upstream_error"
-            self.finished = True
+            self.watch.finish()
             tail = b""
             if (
                 out.content_length is None
@@ -297,16 +296,8 @@ class _Exchange:
                 tail = _UPSTREAM_LOST
             await send({"type": "http.response.body", "body": tail})
             return
-        self.finished = True
+        self.watch.finish()
         await send({"type": "http.response.body", "body": b""})
-
-    def _swallow_cancel(self) -> bool:
-        """True when the cancellation was our own disconnect watcher's (then it is consumed);
-        False when it came from elsewhere (server shutdown) and must propagate."""
-        if self.client_gone and self.task is not None:
-            self.task.uncancel()
-            return True
-        return False
 
     # -- bookkeeping, after the last byte -----------------------------------------------------
     def record(
@@ -343,6 +334,7 @@ class _Exchange:
             request_id=_header(out, b"request-id"),
             message_id=meter.message_id,
             session_id=session,
+            event_id=request_id(),
             details=self.details(meter),
         )
         usage_writer.record(record)
@@ -393,6 +385,21 @@ def _too_large(limit: int) -> ProxyError:
     )
 
 
+# Failures before the request could reach the upstream: nothing to meter.
+_NOT_REACHED = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
+
+
+def _empty_meter() -> MessagesMeter:
+    """The meter of a response that never came: no usage, the model read from the request."""
+    return MessagesMeter(content_type=b"", content_encoding=b"")
+
+
+def _database_unavailable() -> ProxyError:
+    return ProxyError(
+        503, "api_error", "The proxy cannot reach its database right now; please retry shortly."
+    )
+
+
 def _upstream_error(exc: BaseException) -> ProxyError:
     if isinstance(exc, TimeoutError):
         return ProxyError(504, "timeout_error", "The upstream did not answer in time.")
@@ -401,4 +408,10 @@ def _upstream_error(exc: BaseException) -> ProxyError:
 
 async def proxy_app(scope: Scope, receive: Receive, send: Send) -> None:
     """ASGI entry point for ``/anthropic/…`` (HTTP only)."""
-    await _Exchange(scope, receive, send).run()
+    try:
+        await _Exchange(scope, receive, send).run()
+    except (OperationalError, InterfaceError):
+        # Resolving a token not cached yet needs the database, before anything is sent: with
+        # the database unreachable that is a quick 503 in Anthropic's shape, never a 500.
+        logger.warning("database unavailable on %s %s", scope.get("method"), MOUNT.decode())
+        await send_proxy_error(send, _database_unavailable())

@@ -23,10 +23,13 @@ from django.conf import settings
 from django.core.exceptions import DisallowedHost
 from django.core.handlers.asgi import ASGIRequest
 from django.core.handlers.exception import response_for_exception
+from django.db import InterfaceError, OperationalError
 from django.http import HttpResponse
 from django.middleware.clickjacking import XFrameOptionsMiddleware
 from django.middleware.security import SecurityMiddleware
 from django.urls import Resolver404, get_resolver
+
+from skills import responses
 
 ASGIApp = Callable[
     [dict[str, Any], Callable[..., Awaitable[Any]], Callable[..., Awaitable[Any]]], Awaitable[None]
@@ -120,6 +123,11 @@ def skills_site(app: ASGIApp) -> ASGIApp:
         request.resolver_match = match
         try:
             response = await match.func(request, *match.args, **match.kwargs)
+        except (OperationalError, InterfaceError):
+            # A read the caches could not answer, with the database unreachable: a quick 503
+            # the client may retry, not a 500.
+            logger.warning("skills read needs the database, which is unavailable")
+            response = responses.unavailable(key=match.kwargs.get("key"))
         except Exception as exc:  # what Django's handler would answer, 500 included
             logger.exception("skills read failed: %s", request.path)
             response = response_for_exception(request, exc)

@@ -144,6 +144,15 @@ def not_found(*, key: str | None) -> HttpResponse:
     return _finish(response, key=key, cache="no-cache")
 
 
+def unavailable(*, key: str | None) -> HttpResponse:
+    """The site's 503: the database is unreachable and the caches could not answer."""
+    body = b"Service unavailable, please retry shortly\n"
+    response = HttpResponse(body, status=503, content_type="text/plain; charset=utf-8")
+    response["Content-Length"] = str(len(body))
+    response["Retry-After"] = "1"
+    return _finish(response, key=key, cache="no-store")
+
+
 def errors(status: int, problems: list[dict[str, str]], *, key: str | None) -> HttpResponse:
     response = HttpResponse(
         json.dumps({"errors": problems}), status=status, content_type="application/json"

@@ -48,7 +48,9 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: N
 
 
 @pytest.fixture(autouse=True)
-def _fresh_process_state() -> Iterator[None]:
+def _fresh_process_state(settings, tmp_path: Path) -> Iterator[None]:
+    # Each test spills (and sets usage aside) in a folder of its own.
+    settings.USAGE_SPILL_DIR = tmp_path / "usage"
     sharedcache.clear_local()
     forget_prices()
     yield

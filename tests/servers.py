@@ -118,6 +118,9 @@ def server_env(extra: dict[str, str] | None = None) -> dict[str, str]:
         "DJANGO_SETTINGS_MODULE": "hepgg.settings",
         "DATABASE_URL": test_database_url(),
         "HEPGG_DATA_DIR": str(settings.DATA_DIR),
+        # Each server spills usage in a folder of its own (a test that restarts a server on
+        # the same folder passes it), so no server replays another test's spill files.
+        "USAGE_SPILL_DIR": tempfile.mkdtemp(prefix="hepgg-usage-"),
         "USAGE_FLUSH_SECONDS": "0.1",
         "PYTHONUNBUFFERED": "1",
     }

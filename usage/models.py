@@ -70,18 +70,21 @@ def bucket_label(value: Any, group_by: str) -> str | None:
     return str(value)
 
 
-def dedupe_key(*, source: str, request_id: str, message_id: str) -> str:
+def dedupe_key(*, source: str, request_id: str, message_id: str, event_id: str = "") -> str:
     """The key that makes one upstream request one event per account.
 
     Claude traffic (the proxy, ``ccas sync``) is keyed by the upstream request id, else by the
     message id, so a request metered by the proxy and read again from a transcript counts once.
-    Events with neither (and the gateway's, whose ids the gateway mints itself) are not deduped.
+    Otherwise the recording surface's own id of the request (``UsageRecord.event_id``: the
+    gateway's ``x-request-id``) keys it, so that writing a record twice (a replay of spilled
+    usage after a crash) cannot count it twice. Events with none of these are not deduped.
     """
-    if source not in (Source.PROXY, Source.SYNC):
-        return ""
-    if request_id:
-        return request_id[:200]
-    return f"msg:{message_id[:200]}" if message_id else ""
+    if source in (Source.PROXY, Source.SYNC):
+        if request_id:
+            return request_id[:200]
+        if message_id:
+            return f"msg:{message_id[:200]}"
+    return f"ev:{event_id[:64]}" if event_id else ""
 
 
 class UsageEventQuerySet(models.QuerySet["UsageEvent"]):

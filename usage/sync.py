@@ -131,11 +131,9 @@ def _total(record: UsageRecord) -> int:
 
 def _costs(records: list[UsageRecord]) -> list[Decimal | None]:
     """Each record priced exactly as the proxy's writer prices its events."""
-    from catalog.pricing import price_table
-    from usage.writer import record_cost
+    from usage.writer import usage_costs
 
-    prices = price_table()
-    return [record_cost(r, prices) for r in records]
+    return usage_costs(records)
 
 
 def _insert_new(rows: list[dict[str, Any]]) -> int:

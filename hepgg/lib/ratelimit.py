@@ -16,7 +16,8 @@ With Redis, ``acquire`` spends a *lease*: a slice of the shared request bucket t
 ahead of need, checked against its view of the tokens and spend (``hepgg.lib.leases`` explains
 the bounds). A warm request makes no round trip. ``charge`` costs no round trip either: the
 charge counts against this process's view at once, and waits here until the next lease fetch
-carries it, or the batch a flusher task sends every ``CHARGE_FLUSH_SECONDS`` in one pipeline.
+carries it, or the batch a flusher (``hepgg.lib.batching``) sends every ``CHARGE_FLUSH_SECONDS``
+in one pipeline.
 
 While Redis is unreachable, a process spends what its lease holds, then counts in its own memory
 (each process then allows the whole limit); shared counting resumes when Redis answers again.
@@ -27,7 +28,6 @@ Redis) ``acquire`` answers ``budget_unknown`` and the caller seeds it from the d
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import threading
@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hepgg.lib import leases
+from hepgg.lib.batching import Flusher
 from hepgg.lib.redis import OUTAGE, async_redis, redis_configured, redis_failed, redis_up
 
 logger = logging.getLogger(__name__)
@@ -195,22 +196,24 @@ def _argv(mode: str, limits: Limits, tokens: int = 0, cost: float = 0.0) -> list
 
 
 class _PendingCharges:
-    """Charges not yet in Redis, summed per (subject, period), and the task that sends them."""
+    """Charges not yet in Redis, summed per (subject, period), and the flusher that sends them.
+
+    A failed send is logged and dropped: Redis unreachable, the limits go easy rather than the
+    requests. No exit hook: what a stop loses is one interval's charges of a rate limit."""
 
     def __init__(self) -> None:
         self._charges: dict[tuple[str, str], tuple[Limits, int, float]] = {}
-        self._flushers: set[asyncio.Task[None]] = set()  # asyncio keeps only weak references
-        self._flusher_loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+        self._flusher = Flusher(
+            "rate-limit charges",
+            flush=self.flush,
+            interval=lambda: CHARGE_FLUSH_SECONDS,
+            pending=lambda: bool(self._charges),
+        )
 
     def add(self, subject: str, period: str, limits: Limits, tokens: int, cost: float) -> None:
         _limits, old_tokens, old_cost = self._charges.get((subject, period), (limits, 0, 0.0))
         self._charges[(subject, period)] = (limits, old_tokens + tokens, old_cost + cost)
-        loop = asyncio.get_running_loop()
-        if loop not in self._flusher_loops:
-            self._flusher_loops.add(loop)
-            task = loop.create_task(self._flush_forever())
-            self._flushers.add(task)
-            task.add_done_callback(self._flushers.discard)
+        self._flusher.poke()
 
     def put_back(self, subject: str, period: str, limits: Limits, tokens: int, cost: float) -> None:
         """Charges ``take`` handed to a script that never ran: they wait for the next flush."""
@@ -240,14 +243,6 @@ class _PendingCharges:
             redis_failed(exc)
             for (subject, period), (limits, tokens, cost) in charges.items():
                 self.put_back(subject, period, limits, tokens, cost)
-
-    async def _flush_forever(self) -> None:
-        while True:
-            await asyncio.sleep(CHARGE_FLUSH_SECONDS)
-            try:
-                await self.flush()
-            except Exception:  # Redis unreachable: the limits go easy rather than the requests
-                logger.warning("could not send rate-limit charges to Redis", exc_info=True)
 
 
 _pending = _PendingCharges()
@@ -326,7 +321,7 @@ async def seed_spend(subject: str, *, period: str, spent: float) -> None:
 
 
 async def flush_charges() -> None:
-    """Send the charges waiting in this process now (graceful shutdown, tests)."""
+    """Send the charges waiting in this process now (benchmarks, tests)."""
     await _pending.flush()
 
 

@@ -3,7 +3,6 @@ for the seeded ``cf-gpt-oss-20b``, and the official OpenAI client."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -16,7 +15,6 @@ from hepgg.lib import ratelimit
 from tests.conftest import Member
 from tests.llm_gateway.fake_upstream import CF_ACCOUNT, CF_TOKEN, OPENAI_KEY, FakeUpstream
 from tests.servers import ServerProcess
-from usage.models import UsageEvent
 
 
 @pytest.fixture(scope="session")
@@ -75,35 +73,25 @@ def api_key(member: Member, catalog_model: CatalogModel) -> str:
     return secret
 
 
-_sdk_clients: list[openai.OpenAI] = []
-
-
-def sdk(server: ServerProcess, key: str, **kwargs: Any) -> openai.OpenAI:
-    """The official client as a user would configure it (retries off, to see each answer);
-    closed after the test, so that no pooled socket is left for the garbage collector to find
-    (a ResourceWarning there fails whichever test happens to be running)."""
-    client = openai.OpenAI(
-        base_url=f"{server.base_url}/v1", api_key=key, max_retries=0, timeout=20, **kwargs
-    )
-    _sdk_clients.append(client)
-    return client
+_clients: list[openai.OpenAI] = []
 
 
 @pytest.fixture(autouse=True)
 def _close_sdk_clients() -> Iterator[None]:
+    """Close every client ``sdk`` made: an unclosed one leaves a socket for the garbage
+    collector, whose ResourceWarning then fails whichever test it lands in."""
     yield
-    while _sdk_clients:
-        _sdk_clients.pop().close()
+    while _clients:
+        _clients.pop().close()
 
 
-def wait_for_events(count: int, *, timeout: float = 10, **filters: Any) -> list[UsageEvent]:
-    """The usage events the server wrote, once there are ``count`` of them (bounded wait)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        events = list(UsageEvent.objects.filter(**filters).order_by("id"))
-        if len(events) >= count or time.monotonic() > deadline:
-            return events
-        time.sleep(0.05)
+def sdk(server: ServerProcess, key: str, **kwargs: Any) -> openai.OpenAI:
+    """The official client as a user would configure it (retries off, to see each answer)."""
+    client = openai.OpenAI(
+        base_url=f"{server.base_url}/v1", api_key=key, max_retries=0, timeout=20, **kwargs
+    )
+    _clients.append(client)
+    return client
 
 
 MESSAGES = [

@@ -36,6 +36,7 @@ class Received:
 class FakeUpstream:
     behavior: str = "ok"
     chunk_delay: float = 0.0
+    header_delay: float = 0.0  # seconds before the response starts
     n_chunks: int = len(WORDS)
     requests: list[Received] = field(default_factory=list)
     url: str = ""
@@ -44,6 +45,7 @@ class FakeUpstream:
 
     def reset(self) -> None:
         self.behavior, self.chunk_delay, self.n_chunks = "ok", 0.0, len(WORDS)
+        self.header_delay = 0.0
         self.requests.clear()
         self.chunks_sent.clear()
         self.stream_aborted.clear()
@@ -61,6 +63,12 @@ class FakeUpstream:
         body = await request.json()
         self.requests.append(Received(request.path, dict(request.headers), body))
         behavior = self.behavior
+        if self.header_delay:
+            try:
+                await asyncio.sleep(self.header_delay)
+            except asyncio.CancelledError:  # the gateway closed the connection first
+                self.stream_aborted.set()
+                raise
         if behavior == "error_500":
             return web.json_response(
                 {"error": {"message": "upstream exploded", "type": "server_error"}}, status=500

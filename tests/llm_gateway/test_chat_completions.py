@@ -10,9 +10,10 @@ import httpx
 import pytest
 
 from catalog.models import CatalogModel
-from tests.llm_gateway.conftest import MESSAGES, sdk, wait_for_events
+from tests.llm_gateway.conftest import MESSAGES, sdk
 from tests.llm_gateway.fake_upstream import CF_ACCOUNT, CF_TOKEN, OPENAI_KEY, WORDS, FakeUpstream
 from tests.servers import ServerProcess
+from tests.waits import wait_for_events
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

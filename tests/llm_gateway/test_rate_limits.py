@@ -10,9 +10,10 @@ import pytest
 
 from accounts.models import ApiKey
 from catalog.models import CatalogModel, Price
-from tests.llm_gateway.conftest import MESSAGES, wait_for_events
+from tests.llm_gateway.conftest import MESSAGES
 from tests.llm_gateway.fake_upstream import FakeUpstream
 from tests.servers import ServerProcess
+from tests.waits import wait_for_events
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -58,7 +59,9 @@ def test_a_key_over_its_requests_per_minute_gets_a_429_with_retry_after(
     assert 1 <= int(third.headers["retry-after"]) <= 30
     assert "x-should-retry" not in third.headers  # transient: the SDK's retry is welcome
     assert len(fake.requests) == 2
-    wait_for_events(2, account=member.account)
+    # The refused request never reached the provider: two events, not three.
+    events = wait_for_events(2, account=member.account)
+    assert [e.status_code for e in events] == [200, 200]
 
 
 def test_the_requests_limit_is_shared_by_processes_through_redis(
@@ -71,7 +74,8 @@ def test_the_requests_limit_is_shared_by_processes_through_redis(
 
     assert statuses == [200, 200, 200, 429]
     assert len(fake.requests) == 3
-    wait_for_events(3, account=member.account)
+    events = wait_for_events(3, account=member.account)
+    assert [e.status_code for e in events] == [200, 200, 200]
 
 
 def test_a_key_over_its_tokens_per_minute_gets_a_429_after_the_request_that_used_them(
@@ -80,10 +84,11 @@ def test_a_key_over_its_tokens_per_minute_gets_a_429_after_the_request_that_used
     limit(tokens_per_minute=20)  # one request uses 14 + 6 tokens
 
     first = post(gateway, api_key)
-    wait_for_events(1, account=member.account)
+    [event] = wait_for_events(1, account=member.account)
     second = post(gateway, api_key)
 
     assert first.status_code == 200
+    assert event.input_tokens + event.output_tokens == 20
     assert first.headers["x-ratelimit-limit-tokens"] == "20"
     assert second.status_code == 429
     assert second.json()["error"]["type"] == "tokens"
@@ -99,10 +104,11 @@ def test_a_key_over_its_monthly_budget_gets_a_429_it_should_not_retry(
     limit(monthly_budget_usd=Decimal("0.15"))
 
     first = post(gateway, api_key)
-    wait_for_events(1, account=member.account)
+    [event] = wait_for_events(1, account=member.account)
     second = post(gateway, api_key)
 
     assert first.status_code == 200
+    assert event.cost_usd == Decimal("0.2")
     assert second.status_code == 429
     assert second.json()["error"] == {
         "message": "This API key has used its monthly budget of $0.15.",

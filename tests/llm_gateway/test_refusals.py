@@ -12,9 +12,10 @@ import pytest
 
 from accounts.services import machine_register
 from catalog.models import CatalogModel
-from tests.llm_gateway.conftest import MESSAGES, gateway_env, sdk, wait_for_events
+from tests.llm_gateway.conftest import MESSAGES, gateway_env, sdk
 from tests.llm_gateway.fake_upstream import FakeUpstream
 from tests.servers import ServerProcess, start_hepgg
+from tests.waits import wait_for_events
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -125,9 +126,10 @@ def test_the_sdk_raises_authentication_error(server: ServerProcess) -> None:
 def test_a_disabled_key_is_refused_at_once(
     server: ServerProcess, api_key: str, member, fake: FakeUpstream
 ) -> None:
-    for _ in range(20):  # the server caches the key
+    for _ in range(20):  # the server caches the key: warm it first
         assert post(server, GOOD, key=api_key).status_code == 200
-    wait_for_events(20, account=member.account)  # written before this test's data is flushed
+    events = wait_for_events(20, account=member.account)  # before this test's data is flushed
+    assert {event.status_code for event in events} == {200}
     key_id = httpx.get(
         f"{server.base_url}/keys", headers={"Authorization": f"Bearer {member.master_token}"}
     ).json()["data"][0]["id"]

@@ -11,9 +11,11 @@ import httpx
 import openai
 import pytest
 
-from tests.llm_gateway.conftest import MESSAGES, sdk, wait_for_events
+from tests.llm_gateway.conftest import MESSAGES, sdk
 from tests.llm_gateway.fake_upstream import FakeUpstream
+from tests.rawhttp import leave_before_headers
 from tests.servers import ServerProcess, free_port
+from tests.waits import wait_for_events
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -69,7 +71,8 @@ def test_cloudflares_error_envelope_becomes_an_openai_error(
         "param": None,
         "code": "5006",
     }
-    wait_for_events(1, account=member.account)
+    [event] = wait_for_events(1, account=member.account)
+    assert (event.status_code, event.output_tokens) == (400, 0)
 
 
 def test_a_provider_that_does_not_answer_in_time_is_a_504(
@@ -96,7 +99,8 @@ def test_a_connection_reset_before_the_first_byte_is_a_502(
 
     assert response.status_code == 502
     assert response.json()["error"]["type"] == "upstream_error"
-    wait_for_events(1, account=member.account)
+    [event] = wait_for_events(1, account=member.account)
+    assert (event.status_code, event.output_tokens) == (502, 0)
 
 
 def test_an_unreachable_provider_is_a_502(start_gateway, api_key: str) -> None:
@@ -148,7 +152,11 @@ def test_a_stream_the_provider_ends_without_done_ends_with_an_error_event(
             "code": "upstream_error",
         }
     }
-    wait_for_events(1, account=member.account)
+    [event] = wait_for_events(1, account=member.account)
+    assert event.status_code == 502
+    assert event.details["error"] == "The provider ended the stream before it was complete."
+    # The provider reported no usage before it stopped: the words it sent are counted.
+    assert event.estimated and event.output_tokens == 6
 
 
 def test_a_stream_that_stalls_past_the_read_timeout_ends_with_a_504_event(
@@ -161,7 +169,9 @@ def test_a_stream_that_stalls_past_the_read_timeout_ends_with_a_504_event(
 
     assert json.loads(data[0])["choices"][0]["delta"]["content"] == "Hello"
     assert json.loads(data[-1])["error"]["code"] == "upstream_timeout"
-    wait_for_events(1, account=member.account)
+    [event] = wait_for_events(1, account=member.account)
+    assert event.status_code == 504
+    assert event.estimated and event.output_tokens >= 1
 
 
 def test_a_client_leaving_mid_stream_closes_the_upstream_and_records_partial_usage(
@@ -191,3 +201,25 @@ def test_a_client_leaving_mid_stream_closes_the_upstream_and_records_partial_usa
     assert 3 <= event.output_tokens < 100
     assert event.input_tokens > 0
     assert len(fake.chunks_sent) < 100
+
+
+@pytest.mark.parametrize("server", ["daphne", "uvicorn"])
+def test_a_client_leaving_before_the_headers_closes_the_upstream_and_is_metered(
+    start_gateway, api_key: str, fake: FakeUpstream, member, server: str
+) -> None:
+    fake.header_delay = 10  # the provider is still thinking when the client hangs up
+    gateway = start_gateway(server=server)
+
+    leave_before_headers(
+        f"{gateway.base_url}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"},
+        body=json.dumps(GOOD).encode(),
+        sent=lambda: fake.requests,
+    )
+
+    assert fake.stream_aborted.wait(5), "the gateway kept the upstream request open"
+    [event] = wait_for_events(1, account=member.account)
+    assert event.status_code == 499  # the client closed the request (nginx's code)
+    assert event.details["client_disconnected"] is True
+    # The provider had the prompt: it is counted (estimated); no output was generated for us.
+    assert event.estimated and event.input_tokens > 0 and event.output_tokens == 0

@@ -24,7 +24,6 @@ from accounts.models import Machine
 from accounts.services import machine_register
 from tests.conftest import Member
 from tests.servers import ServerProcess
-from usage.models import UsageEvent
 
 MODEL = "claude-sonnet-5"
 # The counts the fake reports: message_start carries the input side and output 1; the final
@@ -152,6 +151,7 @@ class FakeAnthropic:
     hold_timed_out: bool = False
     reset_after: int | None = None  # events sent before the connection is torn down
     endless: bool = False  # after message_start, a ping every 50 ms until the client is gone
+    header_delay: float = 0.0  # seconds before the response starts (unless the proxy hangs up)
     stream_closed_at: float | None = None
     sent_bodies: list[bytes] = field(default_factory=list)  # response bodies, as sent
     _counter: int = 0
@@ -182,6 +182,12 @@ class FakeAnthropic:
         )
         message_id, request_id = self.next_ids()
         headers = self.response_headers(request_id)
+        deadline = time.monotonic() + self.header_delay
+        while time.monotonic() < deadline:
+            if request.transport is None or request.transport.is_closing():
+                self.stream_closed_at = time.monotonic()  # the proxy hung up before our headers
+                return web.Response(status=499)
+            await asyncio.sleep(0.02)
         if self.error is not None:
             status, error_body, error_headers = self.error
             self.sent_bodies.append(error_body)
@@ -374,22 +380,3 @@ def start_proxy(
     yield start
     for proxy in proxies:
         proxy.close()
-
-
-def wait_for_events(count: int, *, timeout: float = 30) -> list[UsageEvent]:
-    """The usage events once ``count`` of them are written (the server flushes in batches)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        events = list(UsageEvent.objects.order_by("id"))
-        if len(events) >= count or time.monotonic() > deadline:
-            return events
-        time.sleep(0.05)
-
-
-def wait_until(predicate: Callable[[], Any], *, timeout: float = 15) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.05)

@@ -12,15 +12,8 @@ import httpx
 import httpx2
 import pytest
 
-from tests.proxy.conftest import (
-    CLIENT_API_KEY,
-    INPUT,
-    MODEL,
-    FakeAnthropic,
-    Proxy,
-    message_json,
-    wait_for_events,
-)
+from tests.proxy.conftest import CLIENT_API_KEY, INPUT, MODEL, FakeAnthropic, Proxy, message_json
+from tests.waits import wait_for_events
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 
 import anthropic
 import pytest
 
-from tests.proxy.conftest import INPUT, MODEL, FakeAnthropic, Proxy, wait_for_events, wait_until
+from tests.proxy.conftest import CLIENT_API_KEY, INPUT, MODEL, FakeAnthropic, Proxy
+from tests.rawhttp import leave_before_headers
+from tests.waits import wait_for_events, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 SERVERS = ["daphne", "uvicorn"]
@@ -82,3 +85,27 @@ def test_a_reset_mid_stream_ends_the_clients_stream_with_an_error_event(
     [event] = wait_for_events(1)
     assert (event.input_tokens, event.output_tokens) == (INPUT, 1)
     assert event.details["ended_by"] == "upstream_error"
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_a_client_that_leaves_before_the_headers_closes_the_upstream_and_is_metered(
+    start_proxy: Callable[..., Proxy], fake_anthropic: FakeAnthropic, server: str
+) -> None:
+    fake_anthropic.header_delay = 10  # the upstream is still working when the client hangs up
+    proxy = start_proxy(server=server)
+    messages = [{"role": "user", "content": "Hi"}]
+    body = {"model": MODEL, "max_tokens": 64, "stream": True, "messages": messages}
+
+    leave_before_headers(
+        f"{proxy.base_url}/v1/messages",
+        headers={"content-type": "application/json", "x-api-key": CLIENT_API_KEY},
+        body=json.dumps(body).encode(),
+        sent=lambda: fake_anthropic.requests,
+    )
+
+    assert wait_until(lambda: fake_anthropic.stream_closed_at is not None, timeout=5)
+    [event] = wait_for_events(1)
+    assert event.status_code == 499  # the client closed the request (nginx's code)
+    assert event.model == MODEL  # read from the request: no response named it
+    assert (event.input_tokens, event.output_tokens) == (0, 0)
+    assert event.details["ended_by"] == "client_disconnect"

@@ -19,9 +19,8 @@ from tests.proxy.conftest import (
     FakeAnthropic,
     Proxy,
     Registered,
-    wait_for_events,
-    wait_until,
 )
+from tests.waits import wait_for_events, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 SESSION = "0c6a5f2e-4b3d-4a1c-9e8f-7d6c5b4a3f2e"
@@ -123,5 +122,6 @@ def test_subscription_limits_and_last_seen_are_kept_per_machine(
     for _ in range(3):  # within the minute, last_seen is not rewritten per request
         client.messages.count_tokens(model=MODEL, messages=[{"role": "user", "content": "x"}])
     client.messages.create(model=MODEL, max_tokens=8, messages=[{"role": "user", "content": "x"}])
-    wait_for_events(1)
+    [event] = wait_for_events(1)  # count_tokens is not metered; the message is, once
+    assert event.machine_id == machine.machine.id
     assert Machine.objects.get(pk=machine.machine.pk).last_seen_at == seen
