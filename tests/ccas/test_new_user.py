@@ -11,7 +11,8 @@ import pytest
 
 from accounts.models import Machine
 from tests.ccas.conftest import run_installer
-from tests.proxy.conftest import CACHE_READ, CACHE_WRITE, INPUT, MODEL, OUTPUT, wait_for_events
+from tests.proxy.conftest import CACHE_READ, CACHE_WRITE, INPUT, MODEL, OUTPUT
+from tests.waits import wait_for_events
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

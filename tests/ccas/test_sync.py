@@ -24,7 +24,8 @@ from tests.ccas.fixtures import (
     dump,
     write_transcripts,
 )
-from tests.proxy.conftest import MODEL, OUTPUT, wait_for_events
+from tests.proxy.conftest import MODEL, OUTPUT
+from tests.waits import wait_for_events
 from usage.models import UsageEvent
 
 pytestmark = pytest.mark.django_db(transaction=True)

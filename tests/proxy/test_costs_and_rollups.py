@@ -9,7 +9,8 @@ from decimal import Decimal
 
 import pytest
 
-from tests.proxy.conftest import MODEL, FakeAnthropic, Proxy, wait_for_events
+from tests.proxy.conftest import MODEL, FakeAnthropic, Proxy
+from tests.waits import wait_for_events
 from usage.models import UsageBucket
 
 pytestmark = pytest.mark.django_db(transaction=True)
