@@ -66,6 +66,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI and Redoc as our own static files (no CDN)
     "channels",
     "catalog",
     "accounts",
@@ -176,6 +178,27 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "EXCEPTION_HANDLER": "account_api.errors.account_api_exception_handler",
     "UNAUTHENTICATED_USER": None,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+# --- OpenAPI (GET /api/schema/, /api/docs/) -------------------------------------------------
+SPECTACULAR_SETTINGS = {
+    "TITLE": "hepgg",
+    "DESCRIPTION": "The gateway site's API: the account API (master token), the public catalog "
+    'and the OpenAI-compatible /v1 (API key). Errors: {"error": "<message>"} on the account '
+    "API, OpenAI's error object on /v1.",
+    "VERSION": "1",
+    "OAS_VERSION": "3.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVERS": [{"url": GATEWAY_PUBLIC_URL}],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "hepgg.openapi.merge_fragments",
+    ],
 }
 
 # --- The rest of Django ---------------------------------------------------------------------
