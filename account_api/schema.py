@@ -14,7 +14,13 @@ from drf_spectacular.extensions import (
     OpenApiSerializerFieldExtension,
     OpenApiViewExtension,
 )
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    inline_serializer,
+)
 from rest_framework import serializers
 
 from account_api.serializers import (
@@ -123,6 +129,8 @@ def _refusals(*statuses: int) -> dict[int, OpenApiResponse]:
     return {s: OpenApiResponse(Error, description=described[s]) for s in (401, 429, *statuses)}
 
 
+_PUBLIC_ID = OpenApiParameter("public_id", OpenApiTypes.UUID, OpenApiParameter.PATH)
+
 _VIEWS: dict[str, dict[str, Any]] = {
     "MeView": {"get": extend_schema(responses={200: Me, **_refusals()})},
     "KeysView": {
@@ -132,7 +140,7 @@ _VIEWS: dict[str, dict[str, Any]] = {
         ),
     },
     "KeyDetailView": {
-        "delete": extend_schema(responses={204: None, **_refusals(404)}),
+        "delete": extend_schema(parameters=[_PUBLIC_ID], responses={204: None, **_refusals(404)}),
     },
     "MachinesView": {
         "get": extend_schema(responses={200: MachineList, **_refusals()}),
@@ -142,7 +150,7 @@ _VIEWS: dict[str, dict[str, Any]] = {
         ),
     },
     "MachineDetailView": {
-        "delete": extend_schema(responses={204: None, **_refusals(404)}),
+        "delete": extend_schema(parameters=[_PUBLIC_ID], responses={204: None, **_refusals(404)}),
     },
     "UsageView": {
         "get": extend_schema(

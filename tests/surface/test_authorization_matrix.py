@@ -201,7 +201,7 @@ ROWS: list[Row] = [
         owner_ok=(201,),
     ),
     Row(
-        ("keys/<uuid:public_id>",),
+        ("^keys/(?P<public_id>[\\s\\S]*)\\Z",),
         "DELETE",
         "/keys/{key_id}",
         Kind.MASTER,
@@ -220,7 +220,7 @@ ROWS: list[Row] = [
         owner_ok=(201,),
     ),
     Row(
-        ("sync/machines/<uuid:public_id>",),
+        ("^sync/machines/(?P<public_id>[\\s\\S]*)\\Z",),
         "DELETE",
         "/sync/machines/{machine_id}",
         Kind.MASTER,
