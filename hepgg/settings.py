@@ -216,9 +216,35 @@ STATIC_ROOT.mkdir(exist_ok=True)
 # WhiteNoise serves the admin's assets under any ASGI server; finders make collectstatic optional.
 WHITENOISE_USE_FINDERS = True
 
+# --- HTTPS behind a TLS-terminating proxy ---------------------------------------------------
+# SECURE_PROXY_SSL_HEADER names the header the proxy sets on HTTPS requests ("X-Forwarded-Proto",
+# or "X-Forwarded-Proto: https" to spell the value): with it, request.is_secure() is true behind
+# the proxy and every URL built from a request (skills indexes, links) is https. Set it only when
+# the proxy always sets or strips that header, or a client could claim https.
+_proxy_ssl_header = env.str("SECURE_PROXY_SSL_HEADER", default="").strip()
+if _proxy_ssl_header:
+    _name, _, _value = _proxy_ssl_header.partition(":")
+    SECURE_PROXY_SSL_HEADER = (
+        "HTTP_" + _name.strip().upper().replace("-", "_"),
+        _value.strip() or "https",
+    )
+HTTPS_PUBLIC = GATEWAY_PUBLIC_URL.startswith("https://")
 if not DEBUG:
-    SESSION_COOKIE_SECURE = GATEWAY_PUBLIC_URL.startswith("https://")
+    SESSION_COOKIE_SECURE = env.bool("SECURE_COOKIES", default=HTTPS_PUBLIC)
     CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+    # HSTS only when the public URL is https (a year; subdomains included, no preload list).
+    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31_536_000 if HTTPS_PUBLIC else 0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+    SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+    if not SECURE_HSTS_PRELOAD:
+        # Preloading binds the whole registrable domain for years: the apex domain's owner opts
+        # in (SECURE_HSTS_PRELOAD=true), so its absence is not a deploy warning here.
+        SILENCED_SYSTEM_CHECKS = ["security.W021"]
+    # Redirect http to https only when the proxy says which is which (else: a redirect loop).
+    SECURE_SSL_REDIRECT = env.bool(
+        "SECURE_SSL_REDIRECT", default=HTTPS_PUBLIC and bool(_proxy_ssl_header)
+    )
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]  # load balancers probe over http
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOGGING = {

@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
 from django.core.management.base import CommandParser
 
 from accounts.management.base import IssuingCommand
 from accounts.services import skills_key_issue
+from hepgg.lib.sites import capability_url
 
 
 class Command(IssuingCommand):
@@ -23,5 +23,5 @@ class Command(IssuingCommand):
             options,
             {"id": str(key.public_id), "skills_access_key": secret},
             f"Skills access key for {account.email}: {secret}\n"
-            f"Capability URL: {settings.GATEWAY_PUBLIC_URL}/skills/k/{secret}/",
+            f"Capability URL: {capability_url(secret)}",
         )
