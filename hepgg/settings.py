@@ -8,6 +8,7 @@ an in-process cache, eager Celery tasks and an in-memory channel layer. ``DATABA
 from __future__ import annotations
 
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -69,6 +70,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI and Redoc as our own static files (no CDN)
     "channels",
+    "axes",  # the admin login's failed-attempt limit
     "catalog",
     "accounts",
     "usage",
@@ -89,6 +91,12 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: it answers a locked-out admin login
+]
+
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out client before checking
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 ROOT_URLCONF = "hepgg.urls"
@@ -298,3 +306,26 @@ GATEWAY_UPSTREAM_CONNECT_TIMEOUT = env.float("GATEWAY_UPSTREAM_CONNECT_TIMEOUT",
 GATEWAY_UPSTREAM_READ_TIMEOUT = env.float("GATEWAY_UPSTREAM_READ_TIMEOUT", default=300.0)
 # How long a process keeps a catalog entry (routes, prices) before reading it again.
 GATEWAY_CATALOG_CACHE_SECONDS = env.float("GATEWAY_CATALOG_CACHE_SECONDS", default=10.0)
+
+# --- Failed authentication (hepgg.lib.authfailures) ------------------------------------------
+# Per client address and credential type, per window: answered at once up to SLOW_AFTER
+# failures, then slowed (async surfaces), then refused with 429 past LIMIT.
+AUTH_FAILURES_WINDOW_SECONDS = env.int("AUTH_FAILURES_WINDOW_SECONDS", default=300)
+AUTH_FAILURES_SLOW_AFTER = env.int("AUTH_FAILURES_SLOW_AFTER", default=10)
+AUTH_FAILURES_LIMIT = env.int("AUTH_FAILURES_LIMIT", default=30)
+AUTH_FAILURES_MAX_DELAY = env.float("AUTH_FAILURES_MAX_DELAY", default=2.0)
+# Behind a load balancer: the header whose rightmost entry is the client (e.g. X-Forwarded-For).
+CLIENT_IP_HEADER = env.str("CLIENT_IP_HEADER", default="")
+
+# The admin login (django-axes): past ADMIN_LOGIN_FAILURE_LIMIT failures from one address, 429
+# with Retry-After for ADMIN_LOGIN_COOLOFF_SECONDS. Attempts are kept in the database (the cache
+# handler would need Redis to be shared); successful logins are not logged (no write per login).
+AXES_FAILURE_LIMIT = env.int("ADMIN_LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(seconds=env.int("ADMIN_LOGIN_COOLOFF_SECONDS", default=900))
+AXES_LOCKOUT_PARAMETERS = ["ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_DISABLE_ACCESS_LOG = True
+AXES_VERBOSE = False
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+AXES_CLIENT_IP_CALLABLE = "hepgg.lib.authfailures.client_of_request"
+AXES_LOCKOUT_CALLABLE = "hepgg.lib.authfailures.admin_lockout_response"

@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 from django.conf import settings
 
+from hepgg.lib import authfailures
 from llm_gateway import services
 from llm_gateway.errors import GatewayError, sse_error_event
 
@@ -144,7 +145,9 @@ async def _read_body(scope: Scope, receive: Any) -> bytes:
 
 
 async def _chat_completions(scope: Scope, receive: Any, exchange: Exchange) -> None:
-    identity = await services.api_key_authenticate(authorization=_header(scope, b"authorization"))
+    identity = await services.api_key_authenticate(
+        authorization=_header(scope, b"authorization"), client=authfailures.client_of_scope(scope)
+    )
     payload = services.chat_request_parse(body=await _read_body(scope, receive))
     route = await services.model_route_resolve(identity=identity, requested=payload["model"])
     headers = await services.api_key_limits_acquire(identity=identity)
@@ -184,7 +187,8 @@ async def _dispatch(scope: Scope, receive: Any, exchange: Exchange) -> None:
         if method not in ("GET", "HEAD"):
             raise _method_not_allowed(scope, "GET")
         identity = await services.api_key_authenticate(
-            authorization=_header(scope, b"authorization")
+            authorization=_header(scope, b"authorization"),
+            client=authfailures.client_of_scope(scope),
         )
         model = path.removeprefix("/v1/models").strip("/")
         if model:

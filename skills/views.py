@@ -19,6 +19,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from accounts.credentials import resolve
 from accounts.models import Account
 from accounts.tokens import Kind
+from hepgg.lib import authfailures
 from skills import registry, rendering, responses
 from skills.archives import UploadRejected
 from skills.registry import Version
@@ -257,9 +258,18 @@ async def discovery_index(request: HttpRequest, key: str | None = None) -> HttpR
 @require_POST
 def skill_import(request: HttpRequest, key: str) -> HttpResponse:
     """``POST /k/<key>/import``: a zip, a tar.gz or JSON files; 201, 400, 409 or 413."""
-    identity = resolve(key, Kind.SKILLS)
+    client = authfailures.client_of_meta(request.META)
+    wait = authfailures.blocked("skills", client)
+    identity = resolve(key, Kind.SKILLS) if wait is None else None
     if identity is None:
-        return responses.not_found(key=key)
+        if wait is None:
+            wait = authfailures.failed("skills", client).retry_after
+        if wait is None:
+            return responses.not_found(key=key)
+        problem = {"path": "", "message": f"too many wrong keys; retry after {wait} seconds"}
+        response = responses.errors(429, [problem], key=None)
+        response["Retry-After"] = str(wait)
+        return response
     limit = settings.SKILLS_MAX_UPLOAD_BYTES
     too_big = [{"path": "", "message": f"the body is bigger than {limit} bytes (the limit)"}]
     declared = request.META.get("CONTENT_LENGTH") or "0"

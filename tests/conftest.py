@@ -10,15 +10,27 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.test import override_settings
 
 from accounts.models import Account
 from accounts.services import account_create
 from catalog.models import CatalogModel
-from hepgg.lib import sharedcache
+from hepgg.lib import authfailures, sharedcache
 from tests.servers import ServerProcess, start_hepgg
 from usage.writer import usage_writer
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+# Every test's failed authentications come from 127.0.0.1 and would add up over a run: only the
+# tests of that limit (tests/surface/test_auth_failures.py) set real thresholds, for their server.
+_NO_AUTH_FAILURE_LIMITS = {"AUTH_FAILURES_LIMIT": "1000000", "AUTH_FAILURES_SLOW_AFTER": "1000000"}
+os.environ.update(_NO_AUTH_FAILURE_LIMITS)  # for the servers the tests start
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_auth_failure_limits() -> Iterator[None]:
+    with override_settings(**{k: int(v) for k, v in _NO_AUTH_FAILURE_LIMITS.items()}):
+        yield
 
 
 @dataclass
@@ -47,9 +59,11 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: N
 @pytest.fixture(autouse=True)
 def _fresh_process_state() -> Iterator[None]:
     sharedcache.clear_local()
+    authfailures.clear_local()
     yield
     usage_writer.flush()
     sharedcache.clear_local()
+    authfailures.clear_local()
 
 
 @pytest.fixture

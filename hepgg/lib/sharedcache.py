@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 _NAMESPACE = "hepgg:"
 INVALIDATIONS = "hepgg:sharedcache:invalidate"
 NEAR_SECONDS = 10.0
+MAX_LOCAL_ENTRIES = 100_000  # the in-process store (no Redis): at most this many keys
 
 
 class _LocalStore:
@@ -51,9 +52,11 @@ class _LocalStore:
         with self._lock:
             if only_if_absent and self.get(key) is not None:
                 return False
-            if len(self._data) > 100_000:  # bound memory: drop expired entries, then the oldest
+            if len(self._data) > MAX_LOCAL_ENTRIES:  # bound memory: drop expired, then oldest
                 now = time.monotonic()
                 self._data = {k: v for k, v in self._data.items() if v[0] >= now}
+                if len(self._data) > MAX_LOCAL_ENTRIES // 2:  # a flood of unknown tokens, say
+                    self._data = dict(list(self._data.items())[-(MAX_LOCAL_ENTRIES // 2) :])
             self._data[key] = (time.monotonic() + ttl, value)
             return True
 
