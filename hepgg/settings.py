@@ -285,6 +285,8 @@ SKILLS_MAX_FILE_BYTES = env.int("SKILLS_MAX_FILE_BYTES", default=10 * 1024 * 102
 SKILLS_MAX_UPLOAD_BYTES = env.int("SKILLS_MAX_UPLOAD_BYTES", default=30 * 1024 * 1024)
 # Per-process cache of immutable blobs and built zips (content-addressed, so never stale).
 SKILLS_BLOB_CACHE_BYTES = env.int("SKILLS_BLOB_CACHE_BYTES", default=64 * 1024 * 1024)
+# Per-process cache of built zips; one zip may take up to half (a skill unpacks to 25 MiB at most).
+SKILLS_ZIP_CACHE_BYTES = env.int("SKILLS_ZIP_CACHE_BYTES", default=128 * 1024 * 1024)
 
 # --- Claude proxy (proxy) -------------------------------------------------------------------
 # Upstream read timeout: the longest silence tolerated between two reads (Claude Code itself
