@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from rest_framework import status
-from rest_framework.exceptions import APIException
+from rest_framework.exceptions import APIException, ParseError
 from rest_framework.parsers import JSONParser
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -25,4 +25,7 @@ class BoundedJSONParser(JSONParser):
         length = int(request.META.get("CONTENT_LENGTH") or 0) if request is not None else 0
         if length > MAX_BODY_BYTES:
             raise BodyTooLarge()
-        return super().parse(stream, media_type, parser_context)
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except RecursionError:  # json's decoder recurses per nesting level: 500 otherwise
+            raise ParseError("JSON nested too deeply.") from None
