@@ -29,15 +29,20 @@ _READ = ["GET", "HEAD"]
 _UPLOAD_CHUNK = 256 * 1024
 
 
-async def _reader(key: str | None) -> tuple[bool, int | None]:
-    """``(ok, account_id)`` of the request's capability; ok is False for a bad key."""
+async def _reader(key: str | None, request: HttpRequest) -> tuple[bool, int | None]:
+    """``(ok, account_id)`` of the request's capability; ok is False for a bad key. A wrong key
+    counts as a failed authentication of the client (slowed, then not even looked up)."""
     if key is None:
         return True, None
+    client = authfailures.client_of_meta(request.META)
+    if authfailures.blocked("skills", client) is not None:
+        return False, None
     # ``resolve`` off the loop rather than ``aresolve``: the latter's ``database_sync_to_async``
     # closes the connection it runs on, which breaks a request served inside a transaction
     # (the test client's). One thread hop, on capability URLs only.
     identity = await registry.off_loop(resolve)(key, Kind.SKILLS)
     if identity is None:
+        await authfailures.afailed("skills", client)
         return False, None
     return True, identity.account_id
 
@@ -47,8 +52,8 @@ def _split_ref(ref: str) -> tuple[str, int | None]:
     return name, int(number) if number else None
 
 
-async def _version(ref: str, key: str | None) -> Version | None:
-    ok, account_id = await _reader(key)
+async def _version(ref: str, key: str | None, request: HttpRequest) -> Version | None:
+    ok, account_id = await _reader(key, request)
     if not ok:
         return None
     name, number = _split_ref(ref)
@@ -91,7 +96,7 @@ async def raw_file(
     request: HttpRequest, ref: str, path: str, key: str | None = None, space: str | None = None
 ) -> HttpResponse:
     """``/<name>[@<version>]/<path>`` (and the same under ``/.well-known/<space>/``): raw bytes."""
-    version = await _version(ref, key)
+    version = await _version(ref, key, request)
     if version is None:
         return responses.not_found(key=key)
     return await _file_response(request, version, path, ref=ref, key=key)
@@ -100,7 +105,7 @@ async def raw_file(
 @require_http_methods(_READ)
 async def skill_page(request: HttpRequest, ref: str, key: str | None = None) -> HttpResponse:
     """``/<name>`` and ``/<name>/``: the SKILL.md, or an HTML page for a browser."""
-    version = await _version(ref, key)
+    version = await _version(ref, key, request)
     if version is None:
         return responses.not_found(key=key)
     if not _wants_html(request):
@@ -150,7 +155,7 @@ async def archive_root(
 
 
 async def _zip(request: HttpRequest, ref: str, key: str | None, *, root: bool) -> HttpResponse:
-    version = await _version(ref, key)
+    version = await _version(ref, key, request)
     if version is None:
         return responses.not_found(key=key)
     sha = version.archive_sha256 if root else version.zip_sha256
@@ -168,8 +173,8 @@ async def _zip(request: HttpRequest, ref: str, key: str | None, *, root: bool) -
     )
 
 
-async def _listing(key: str | None) -> tuple[bool, list[dict]]:
-    ok, account_id = await _reader(key)
+async def _listing(key: str | None, request: HttpRequest) -> tuple[bool, list[dict]]:
+    ok, account_id = await _reader(key, request)
     if not ok:
         return False, []
     return True, await registry.alisting(account_id)
@@ -178,7 +183,7 @@ async def _listing(key: str | None) -> tuple[bool, list[dict]]:
 @require_http_methods(_READ)
 async def site_index(request: HttpRequest, key: str | None = None) -> HttpResponse:
     """``/``: the markdown index, or an HTML page with search for a browser."""
-    ok, entries = await _listing(key)
+    ok, entries = await _listing(key, request)
     if not ok:
         return responses.not_found(key=key)
     if not _wants_html(request):
@@ -210,7 +215,7 @@ async def site_index(request: HttpRequest, key: str | None = None) -> HttpRespon
 
 @require_http_methods(_READ)
 async def llms_txt(request: HttpRequest, key: str | None = None) -> HttpResponse:
-    ok, entries = await _listing(key)
+    ok, entries = await _listing(key, request)
     if not ok:
         return responses.not_found(key=key)
     return _markdown_index(request, key, entries)
@@ -229,7 +234,7 @@ def _markdown_index(
 
 @require_http_methods(_READ)
 async def index_json(request: HttpRequest, key: str | None = None) -> HttpResponse:
-    ok, entries = await _listing(key)
+    ok, entries = await _listing(key, request)
     if not ok:
         return responses.not_found(key=key)
     site = responses.site_url(request, key)
@@ -240,7 +245,7 @@ async def index_json(request: HttpRequest, key: str | None = None) -> HttpRespon
 
 @require_http_methods(_READ)
 async def legacy_index(request: HttpRequest, key: str | None = None) -> HttpResponse:
-    ok, entries = await _listing(key)
+    ok, entries = await _listing(key, request)
     if not ok:
         return responses.not_found(key=key)
     return responses.json_body(request, rendering.legacy_index(entries), key=key)
@@ -248,7 +253,7 @@ async def legacy_index(request: HttpRequest, key: str | None = None) -> HttpResp
 
 @require_http_methods(_READ)
 async def discovery_index(request: HttpRequest, key: str | None = None) -> HttpResponse:
-    ok, entries = await _listing(key)
+    ok, entries = await _listing(key, request)
     if not ok:
         return responses.not_found(key=key)
     return responses.json_body(request, rendering.discovery_index(entries), key=key)

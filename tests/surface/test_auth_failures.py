@@ -194,3 +194,21 @@ def test_unknown_tokens_cannot_fill_the_in_process_credential_cache(db: None) ->
     for _ in range(sharedcache.MAX_LOCAL_ENTRIES + 20_000):
         store.set(cache_key(hash_secret(secrets.token_hex(24))), '{"missing": true}', 300)
     assert len(store._data) <= sharedcache.MAX_LOCAL_ENTRIES + 1
+
+
+def test_wrong_capability_keys_on_reads_are_slowed_then_not_even_looked_up(
+    limited: ServerProcess, elsewhere: httpx.Client, member: Member
+) -> None:
+    from accounts.services import skills_key_issue
+
+    _, key = skills_key_issue(account=member.account)
+    with httpx.Client(base_url=limited.base_url, timeout=20) as http:
+        for attempt in range(1, 6):
+            started = time.monotonic()
+            response = http.get(f"/skills/k/{secrets.token_hex(24)}/index.json")
+            assert response.status_code == 404
+            if attempt in (3, 4):  # past SLOW_AFTER, up to LIMIT
+                assert time.monotonic() - started >= 0.2, f"failure {attempt} was not slowed"
+        # Blocked: this address's reads under any key are the site's one 404 for a while.
+        assert http.get(f"/skills/k/{key}/index.json").status_code == 404
+    assert elsewhere.get(f"/skills/k/{key}/index.json").status_code == 200
