@@ -7,14 +7,26 @@ import asyncio
 import io
 import os
 import zipfile
+from collections.abc import AsyncIterator
 
 import pytest
+import pytest_asyncio
+from asgiref.sync import sync_to_async
+from django.db import connections
 
 from skills import registry
 from skills.services import skills_import
 from tests.conftest import Member
 
 pytestmark = pytest.mark.asyncio
+
+
+@pytest_asyncio.fixture(autouse=True)
+async def _close_the_shared_threads_connections() -> AsyncIterator[None]:
+    """The registry reads on asgiref's shared thread, whose database connection would otherwise
+    outlive the test and keep the test database from being dropped."""
+    yield
+    await sync_to_async(connections.close_all)()
 
 
 @pytest.fixture
