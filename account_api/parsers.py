@@ -4,7 +4,7 @@ from typing import Any
 
 from django.http import HttpResponse, JsonResponse
 from rest_framework import status
-from rest_framework.exceptions import APIException
+from rest_framework.exceptions import APIException, ParseError
 from rest_framework.parsers import JSONParser
 
 from hepgg.lib.bodylimit import BodyLimit
@@ -39,4 +39,7 @@ class BoundedJSONParser(JSONParser):
         length = int(request.META.get("CONTENT_LENGTH") or 0) if request is not None else 0
         if length > MAX_BODY_BYTES:
             raise BodyTooLarge()
-        return super().parse(stream, media_type, parser_context)
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except RecursionError:  # json's decoder recurses per nesting level: 500 otherwise
+            raise ParseError("JSON nested too deeply.") from None

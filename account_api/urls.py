@@ -1,13 +1,14 @@
-from django.urls import path
+from django.urls import path, re_path
 
 from account_api import views
 
 urlpatterns = [
     path("me", views.MeView.as_view()),
     path("keys", views.KeysView.as_view()),
-    path("keys/<uuid:public_id>", views.KeyDetailView.as_view()),
+    # Any id reaches the view, so that a malformed one is the API's JSON 404, not Django's page.
+    re_path(r"^keys/(?P<public_id>[\s\S]*)\Z", views.KeyDetailView.as_view()),
     path("sync/machines", views.MachinesView.as_view()),
-    path("sync/machines/<uuid:public_id>", views.MachineDetailView.as_view()),
+    re_path(r"^sync/machines/(?P<public_id>[\s\S]*)\Z", views.MachineDetailView.as_view()),
     path("usage", views.UsageView.as_view()),
 ]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 from django.conf import settings
@@ -29,6 +30,14 @@ from proxy.models import MachineRateLimit
 from usage.reports import usage_summarize
 from usage.sync import MAX_RECORDS as MAX_SYNC_RECORDS
 from usage.sync import BadCursor, usage_events_page, usage_sync
+
+
+def _public_id(value: str, missing: str) -> uuid.UUID:
+    """The UUID in a detail URL; anything else is the same 404 as an id of another account."""
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise NotFound(missing) from None
 
 
 class AccountView(APIView):
@@ -89,6 +98,7 @@ class KeysView(AccountView):
 
 class KeyDetailView(AccountView):
     def delete(self, request: Request, public_id: str) -> Response:
+        public_id = _public_id(public_id, "No such API key.")
         key = ApiKey.objects.filter(account=self.account, public_id=public_id).first()
         if key is None:
             raise NotFound("No such API key.")
@@ -120,6 +130,7 @@ class MachinesView(AccountView):
 
 class MachineDetailView(AccountView):
     def delete(self, request: Request, public_id: str) -> Response:
+        public_id = _public_id(public_id, "No such machine.")
         machine = Machine.objects.filter(account=self.account, public_id=public_id).first()
         if machine is None:
             raise NotFound("No such machine.")

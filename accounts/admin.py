@@ -28,7 +28,9 @@ from accounts.services import (
     skills_key_issue,
 )
 from catalog.models import CatalogModel
+from hepgg.lib import csp
 from hepgg.lib.admin import ReadOnlyInline
+from hepgg.lib.sites import capability_url
 
 
 class CreateAccountForm(forms.Form):
@@ -229,12 +231,12 @@ class AccountAdmin(admin.ModelAdmin):
             "onboarding": onboarding,
             "model": model or "cf-gpt-oss-20b",
             "gateway_url": public,
-            "skills_url": f"{public}/skills/k/{secret}/" if kind == "skills access key" else "",
+            "skills_url": capability_url(secret) if kind == "skills access key" else "",
             "account_url": reverse("admin:accounts_account_change", args=[account.pk]),
+            "csp_nonce": (nonce := csp.new_nonce()),
         }
         response = TemplateResponse(request, "admin/accounts/secret_once.html", context)
-        response["Cache-Control"] = "no-store"
-        return response
+        return csp.with_strict_csp(response, nonce)
 
 
 @admin.register(ApiKey)

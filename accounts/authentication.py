@@ -11,6 +11,7 @@ from rest_framework.request import Request
 from accounts.credentials import AccountIdentity, resolve
 from accounts.models import Account
 from accounts.tokens import Kind, claimed_kind
+from hepgg.lib import authfailures
 
 
 def bearer_value(header: bytes) -> str | None:
@@ -29,6 +30,13 @@ def wrong_type_message(expected: Kind, sent: Kind | None) -> str:
     return f"{wanted}, but {sent.with_article} ({sent.example}) was sent."
 
 
+def _too_many_failures(wait: int) -> exceptions.Throttled:
+    """429 with ``Retry-After`` (DRF's handler sets the header from ``wait``)."""
+    return exceptions.Throttled(
+        wait, f"Too many failed authentications from this address; retry after {wait} seconds."
+    )
+
+
 class MasterTokenAuthentication(BaseAuthentication):
     """Resolves the bearer master token to its account (``request.user`` is the ``Account``)."""
 
@@ -45,8 +53,13 @@ class MasterTokenAuthentication(BaseAuthentication):
             raise exceptions.AuthenticationFailed(
                 "Malformed Authorization header: send Authorization: Bearer hyd_…"
             )
+        client = authfailures.client_of_meta(request.META)
+        if (wait := authfailures.blocked("master", client)) is not None:
+            raise _too_many_failures(wait)
         identity = resolve(value, Kind.MASTER)
         if not isinstance(identity, AccountIdentity):
+            if (wait := authfailures.failed("master", client).retry_after) is not None:
+                raise _too_many_failures(wait)
             raise exceptions.AuthenticationFailed(
                 wrong_type_message(Kind.MASTER, claimed_kind(value))
             )

@@ -8,12 +8,14 @@ import orjson
 from django.db.models import Max
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_safe
 
 from catalog.models import CatalogModel, Price
 from catalog.pricing import PriceTable, price_row
 
 
+@csrf_exempt  # no cookie, no side effect: an unsafe method gets 405 rather than CSRF's 403
 @require_safe
 def public_models(request: HttpRequest) -> JsonResponse:
     """``GET /models``: the minting catalog with today's price of each model, no authentication."""
@@ -29,6 +31,7 @@ def public_models(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"object": "list", "data": data})
 
 
+@csrf_exempt  # as /models: an unsafe method gets 405
 @require_safe
 def public_prices(request: HttpRequest) -> HttpResponse:
     """``GET /prices``: the dated price table, row for row in ``catalog/data/prices.json``'s shape.

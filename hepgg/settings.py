@@ -8,6 +8,7 @@ an in-process cache, eager Celery tasks and an in-memory channel layer. ``DATABA
 from __future__ import annotations
 
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -66,7 +67,10 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI and Redoc as our own static files (no CDN)
     "channels",
+    "axes",  # the admin login's failed-attempt limit
     "catalog",
     "accounts",
     "usage",
@@ -88,6 +92,12 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: it answers a locked-out admin login
+]
+
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out client before checking
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 ROOT_URLCONF = "hepgg.urls"
@@ -226,6 +236,27 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "EXCEPTION_HANDLER": "account_api.errors.account_api_exception_handler",
     "UNAUTHENTICATED_USER": None,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+# --- OpenAPI (GET /api/schema/, /api/docs/) -------------------------------------------------
+SPECTACULAR_SETTINGS = {
+    "TITLE": "hepgg",
+    "DESCRIPTION": "The gateway site's API: the account API (master token), the public catalog "
+    'and the OpenAI-compatible /v1 (API key). Errors: {"error": "<message>"} on the account '
+    "API, OpenAI's error object on /v1.",
+    "VERSION": "1",
+    "OAS_VERSION": "3.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVERS": [{"url": GATEWAY_PUBLIC_URL}],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "hepgg.openapi.merge_fragments",
+    ],
 }
 
 # --- The rest of Django ---------------------------------------------------------------------
@@ -243,9 +274,35 @@ STATIC_ROOT.mkdir(exist_ok=True)
 # WhiteNoise serves the admin's assets under any ASGI server; finders make collectstatic optional.
 WHITENOISE_USE_FINDERS = True
 
+# --- HTTPS behind a TLS-terminating proxy ---------------------------------------------------
+# SECURE_PROXY_SSL_HEADER names the header the proxy sets on HTTPS requests ("X-Forwarded-Proto",
+# or "X-Forwarded-Proto: https" to spell the value): with it, request.is_secure() is true behind
+# the proxy and every URL built from a request (skills indexes, links) is https. Set it only when
+# the proxy always sets or strips that header, or a client could claim https.
+_proxy_ssl_header = env.str("SECURE_PROXY_SSL_HEADER", default="").strip()
+if _proxy_ssl_header:
+    _name, _, _value = _proxy_ssl_header.partition(":")
+    SECURE_PROXY_SSL_HEADER = (
+        "HTTP_" + _name.strip().upper().replace("-", "_"),
+        _value.strip() or "https",
+    )
+HTTPS_PUBLIC = GATEWAY_PUBLIC_URL.startswith("https://")
 if not DEBUG:
-    SESSION_COOKIE_SECURE = GATEWAY_PUBLIC_URL.startswith("https://")
+    SESSION_COOKIE_SECURE = env.bool("SECURE_COOKIES", default=HTTPS_PUBLIC)
     CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+    # HSTS only when the public URL is https (a year; subdomains included, no preload list).
+    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31_536_000 if HTTPS_PUBLIC else 0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+    SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+    if not SECURE_HSTS_PRELOAD:
+        # Preloading binds the whole registrable domain for years: the apex domain's owner opts
+        # in (SECURE_HSTS_PRELOAD=true), so its absence is not a deploy warning here.
+        SILENCED_SYSTEM_CHECKS = ["security.W021"]
+    # Redirect http to https only when the proxy says which is which (else: a redirect loop).
+    SECURE_SSL_REDIRECT = env.bool(
+        "SECURE_SSL_REDIRECT", default=HTTPS_PUBLIC and bool(_proxy_ssl_header)
+    )
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]  # load balancers probe over http
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOGGING = {
@@ -284,6 +341,8 @@ SKILLS_MAX_FILE_BYTES = env.int("SKILLS_MAX_FILE_BYTES", default=10 * 1024 * 102
 SKILLS_MAX_UPLOAD_BYTES = env.int("SKILLS_MAX_UPLOAD_BYTES", default=30 * 1024 * 1024)
 # Per-process cache of immutable blobs and built zips (content-addressed, so never stale).
 SKILLS_BLOB_CACHE_BYTES = env.int("SKILLS_BLOB_CACHE_BYTES", default=64 * 1024 * 1024)
+# Per-process cache of built zips; one zip may take up to half (a skill unpacks to 25 MiB at most).
+SKILLS_ZIP_CACHE_BYTES = env.int("SKILLS_ZIP_CACHE_BYTES", default=128 * 1024 * 1024)
 
 # --- Claude proxy (proxy) -------------------------------------------------------------------
 # Upstream read timeout: the longest silence tolerated between two reads (Claude Code itself
@@ -305,3 +364,26 @@ GATEWAY_UPSTREAM_CONNECT_TIMEOUT = env.float("GATEWAY_UPSTREAM_CONNECT_TIMEOUT",
 GATEWAY_UPSTREAM_READ_TIMEOUT = env.float("GATEWAY_UPSTREAM_READ_TIMEOUT", default=300.0)
 # How long a process keeps a catalog entry (routes, prices) before reading it again.
 GATEWAY_CATALOG_CACHE_SECONDS = env.float("GATEWAY_CATALOG_CACHE_SECONDS", default=10.0)
+
+# --- Failed authentication (hepgg.lib.authfailures) ------------------------------------------
+# Per client address and credential type, per window: answered at once up to SLOW_AFTER
+# failures, then slowed (async surfaces), then refused with 429 past LIMIT.
+AUTH_FAILURES_WINDOW_SECONDS = env.int("AUTH_FAILURES_WINDOW_SECONDS", default=300)
+AUTH_FAILURES_SLOW_AFTER = env.int("AUTH_FAILURES_SLOW_AFTER", default=10)
+AUTH_FAILURES_LIMIT = env.int("AUTH_FAILURES_LIMIT", default=30)
+AUTH_FAILURES_MAX_DELAY = env.float("AUTH_FAILURES_MAX_DELAY", default=2.0)
+# Behind a load balancer: the header whose rightmost entry is the client (e.g. X-Forwarded-For).
+CLIENT_IP_HEADER = env.str("CLIENT_IP_HEADER", default="")
+
+# The admin login (django-axes): past ADMIN_LOGIN_FAILURE_LIMIT failures from one address, 429
+# with Retry-After for ADMIN_LOGIN_COOLOFF_SECONDS. Attempts are kept in the database (the cache
+# handler would need Redis to be shared); successful logins are not logged (no write per login).
+AXES_FAILURE_LIMIT = env.int("ADMIN_LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(seconds=env.int("ADMIN_LOGIN_COOLOFF_SECONDS", default=900))
+AXES_LOCKOUT_PARAMETERS = ["ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_DISABLE_ACCESS_LOG = True
+AXES_VERBOSE = False
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+AXES_CLIENT_IP_CALLABLE = "hepgg.lib.authfailures.client_of_request"
+AXES_LOCKOUT_CALLABLE = "hepgg.lib.authfailures.admin_lockout_response"

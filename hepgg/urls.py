@@ -3,6 +3,7 @@
 
 from django.contrib import admin
 from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from catalog.views import public_models, public_prices
 from hepgg import health
@@ -19,6 +20,8 @@ urlpatterns = [
     path("models", public_models),
     path("prices", public_prices),
     path("admin/analytics/", include("analytics.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("admin/", admin.site.urls),
     path("skills/", include("skills.urls")),
     path("ccas/", include("ccas_cli.urls")),

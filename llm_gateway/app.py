@@ -18,6 +18,7 @@ import orjson
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
+from hepgg.lib import authfailures
 from hepgg.lib.disconnect import DisconnectWatch
 from hepgg.lib.requestids import request_id
 from llm_gateway import services
@@ -107,7 +108,9 @@ async def _read_body(scope: Scope, receive: Any) -> bytes:
 
 
 async def _chat_completions(scope: Scope, receive: Any, exchange: Exchange) -> None:
-    identity = await services.api_key_authenticate(authorization=_header(scope, b"authorization"))
+    identity = await services.api_key_authenticate(
+        authorization=_header(scope, b"authorization"), client=authfailures.client_of_scope(scope)
+    )
     payload = services.chat_request_parse(body=await _read_body(scope, receive))
     route = await services.model_route_resolve(identity=identity, requested=payload["model"])
     headers = await services.api_key_limits_acquire(identity=identity)
@@ -147,7 +150,8 @@ async def _dispatch(scope: Scope, receive: Any, exchange: Exchange) -> None:
         if method not in ("GET", "HEAD"):
             raise _method_not_allowed(scope, "GET")
         identity = await services.api_key_authenticate(
-            authorization=_header(scope, b"authorization")
+            authorization=_header(scope, b"authorization"),
+            client=authfailures.client_of_scope(scope),
         )
         model = path.removeprefix("/v1/models").strip("/")
         if model:

@@ -148,7 +148,4 @@ class Tally:
 
 
 def _int(value: Any) -> int:
-    try:
-        return max(0, int(value))
-    except (TypeError, ValueError):
-        return 0
+    return tokencount.storable_count(value)

@@ -28,7 +28,7 @@ from django.db.models import Sum
 from accounts.credentials import ApiKeyIdentity, aresolve
 from accounts.tokens import Kind, claimed_kind
 from catalog.pricing import aprice_table
-from hepgg.lib import ratelimit
+from hepgg.lib import authfailures, ratelimit
 from hepgg.lib.disconnect import DisconnectWatch
 from hepgg.lib.outbound import client_session
 from hepgg.lib.sse import SSEDecoder
@@ -55,12 +55,15 @@ class Exchange(Protocol):
 
 
 # -- authentication ----------------------------------------------------------------------------
-async def api_key_authenticate(*, authorization: bytes | None) -> ApiKeyIdentity:
-    """The identity of the ``Authorization: Bearer sk-hyd-…`` header; raises ``InvalidApiKey``."""
+async def api_key_authenticate(*, authorization: bytes | None, client: str = "-") -> ApiKeyIdentity:
+    """The identity of the ``Authorization: Bearer sk-hyd-…`` header; raises ``InvalidApiKey``,
+    or a 429 once ``client`` has failed too often (``hepgg.lib.authfailures``)."""
     scheme, _, value = (authorization or b"").decode("latin-1").strip().partition(" ")
     value = value.strip()
     if scheme.lower() != "bearer" or not value:
         raise InvalidApiKey(presented=bool(authorization))
+    if (wait := authfailures.blocked("api_key", client)) is not None:
+        raise _too_many_failures(wait)
     kind = claimed_kind(value)
     if kind is not Kind.API_KEY:
         hint = None
@@ -69,11 +72,26 @@ async def api_key_authenticate(*, authorization: bytes | None) -> ApiKeyIdentity
                 f"This is {kind.with_article} ({kind.example}); /v1 takes an API key "
                 f"({Kind.API_KEY.example}) minted for a model."
             )
-        raise InvalidApiKey(hint)
+        raise await _refused(client, InvalidApiKey(hint))
     identity = await aresolve(value, Kind.API_KEY)
     if not isinstance(identity, ApiKeyIdentity):
-        raise InvalidApiKey()
+        raise await _refused(client, InvalidApiKey())
     return identity
+
+
+def _too_many_failures(retry_after: int) -> GatewayError:
+    return GatewayError(
+        429,
+        f"Too many failed authentications from this address; retry after {retry_after} seconds.",
+        type="rate_limit_error",
+        code="too_many_failed_authentications",
+        headers=[(b"retry-after", str(retry_after).encode())],
+    )
+
+
+async def _refused(client: str, error: InvalidApiKey) -> GatewayError:
+    verdict = await authfailures.afailed("api_key", client)
+    return error if verdict.retry_after is None else _too_many_failures(verdict.retry_after)
 
 
 # -- the request -------------------------------------------------------------------------------

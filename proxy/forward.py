@@ -40,6 +40,7 @@ from yarl import URL
 
 from accounts.credentials import MachineIdentity, aresolve
 from accounts.tokens import Kind, claimed_kind
+from hepgg.lib import authfailures
 from hepgg.lib.disconnect import DisconnectWatch
 from hepgg.lib.outbound import client_session
 from hepgg.lib.requestids import request_id
@@ -83,6 +84,11 @@ def _auth_error(token: str) -> ProxyError:
     if kind is not None and kind is not Kind.PROXY:
         message += f" (the path holds {kind.with_article}, not a proxy token)"
     return ProxyError(401, "authentication_error", message)
+
+
+def _too_many_failures(retry_after: int) -> ProxyError:
+    message = f"Too many invalid proxy tokens from this address; retry after {retry_after} s."
+    return ProxyError(429, "rate_limit_error", message, retry_after=retry_after)
 
 
 class _Exchange:
@@ -145,9 +151,16 @@ class _Exchange:
         token = (raw_path[after:] if slash == -1 else raw_path[after:slash]).decode("latin-1")
         rest = b"/" if slash == -1 else raw_path[slash:]
 
+        client = authfailures.client_of_scope(scope)
+        if (wait := authfailures.blocked("proxy", client)) is not None:
+            await send_proxy_error(self.send, _too_many_failures(wait))
+            return
         identity = await aresolve(token, Kind.PROXY) if token.startswith("pt_") else None
         if not isinstance(identity, MachineIdentity):
-            await send_proxy_error(self.send, _auth_error(token))
+            verdict = await authfailures.afailed("proxy", client)
+            wait = verdict.retry_after
+            error = _auth_error(token) if wait is None else _too_many_failures(wait)
+            await send_proxy_error(self.send, error)
             return
 
         headers = incoming_headers(scope["headers"])

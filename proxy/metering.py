@@ -20,6 +20,7 @@ import zlib
 from typing import Any
 
 from hepgg.lib.sse import SSEDecoder
+from hepgg.lib.tokencount import storable_count
 
 # A runaway non-SSE body is not kept whole just to be metered (Messages responses are far smaller).
 MAX_JSON_COPY = 16 * 1024 * 1024
@@ -189,15 +190,14 @@ class MessagesMeter:
 
     # -- results ------------------------------------------------------------------------------
     def tokens(self, field: str) -> int:
-        value = self.usage.get(field)
-        return value if isinstance(value, int) and value >= 0 else 0
+        return storable_count(self.usage.get(field))
 
     @property
     def cache_creation_split(self) -> dict[str, int] | None:
         """The 5-minute / 1-hour split of cache writes, when the upstream reports it."""
         split = self.usage.get("cache_creation")
         if isinstance(split, dict):
-            return {k: v for k, v in split.items() if isinstance(v, int)}
+            return {k: storable_count(v) for k, v in split.items()}
         return None
 
 

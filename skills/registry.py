@@ -16,6 +16,7 @@ thread hop on a warm cache (the ORM only runs, in a thread, on a miss).
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -129,8 +130,9 @@ class Version:
 class _LRU:
     """A thread-safe LRU bounded by a total cost (bytes for blobs, 1 per manifest)."""
 
-    def __init__(self, capacity: Callable[[], int]) -> None:
+    def __init__(self, capacity: Callable[[], int], *, max_share: int = 8) -> None:
         self._capacity = capacity
+        self._max_share = max_share  # no entry may take more than capacity / max_share
         self._items: OrderedDict[Any, tuple[Any, int]] = OrderedDict()
         self._cost = 0
         self._lock = threading.Lock()
@@ -145,7 +147,7 @@ class _LRU:
 
     def put(self, key: Any, value: Any, cost: int = 1) -> None:
         capacity = self._capacity()
-        if cost > capacity // 8:  # one huge entry must not flush everything else
+        if cost > capacity // self._max_share:  # one huge entry must not flush everything else
             return
         with self._lock:
             old = self._items.pop(key, None)
@@ -166,6 +168,11 @@ class _LRU:
 _versions = _LRU(lambda: 256 * 1024)  # cost: files per manifest
 _blobs = _LRU(lambda: settings.SKILLS_BLOB_CACHE_BYTES)
 _rendered = _LRU(lambda: 16 * 1024 * 1024)  # rendered HTML of SKILL.md bodies, by version id
+# Built zips, apart from blobs: a large skill's zip (over an eighth of the blob cache) would
+# never be kept there and was rebuilt on every request.
+_zips = _LRU(lambda: settings.SKILLS_ZIP_CACHE_BYTES, max_share=2)
+_zip_builds_in_flight: dict[tuple[str, str], asyncio.Future[bytes]] = {}
+zip_builds = 0  # zips built by this process (observability, and the tests)
 
 
 def clear_local() -> None:
@@ -173,6 +180,7 @@ def clear_local() -> None:
     _versions.clear()
     _blobs.clear()
     _rendered.clear()
+    _zips.clear()
 
 
 # --- refs -----------------------------------------------------------------------------------
@@ -340,22 +348,51 @@ def version_contents(version: Version) -> list[tuple[str, bytes]]:
     return [(entry.path, blob_get(entry.sha256)) for entry in version.files]
 
 
+def _zip_key(version: Version, root: bool) -> tuple[str, str]:
+    return ("zip", version.archive_sha256 if root else version.zip_sha256)
+
+
 def zip_get(version: Version, *, root: bool) -> bytes:
     """The version as a zip: files under ``<name>/``, or at the archive root (``root``)."""
-    sha = version.archive_sha256 if root else version.zip_sha256
-    content = _blobs.get(("zip", sha))
+    global zip_builds
+    key = _zip_key(version, root)
+    content = _zips.get(key)
     if content is None:
+        zip_builds += 1
         content = build_zip(version_contents(version), folder="" if root else f"{version.name}/")
-        _blobs.put(("zip", sha), content, len(content))
+        _zips.put(key, content, len(content))
     return content
 
 
 async def azip_get(version: Version, *, root: bool) -> bytes:
-    sha = version.archive_sha256 if root else version.zip_sha256
-    content = _blobs.get(("zip", sha))
-    if content is None:
-        content = await off_loop(zip_get)(version, root=root)
-    return content
+    """``zip_get`` for the event loop. A zip is built once per process however many requests
+    ask for it at once (they wait for the one build), its files are read on the shared thread
+    (the database) but deflated on a worker thread of their own, so that a large skill's build
+    does not hold up the credential look-ups and sync views that share that thread."""
+    global zip_builds
+    key = _zip_key(version, root)
+    content = _zips.get(key)
+    if content is not None:
+        return content
+    building = _zip_builds_in_flight.get(key)
+    if building is not None:
+        return await asyncio.shield(building)
+    future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+    _zip_builds_in_flight[key] = future
+    try:
+        zip_builds += 1
+        files = await off_loop(version_contents)(version)
+        folder = "" if root else f"{version.name}/"
+        content = await asyncio.to_thread(build_zip, files, folder=folder)
+        _zips.put(key, content, len(content))
+        future.set_result(content)
+        return content
+    except BaseException as exc:
+        future.set_exception(exc)
+        future.exception()  # retrieved: no "never retrieved" warning when nobody waited
+        raise
+    finally:
+        _zip_builds_in_flight.pop(key, None)
 
 
 def rendered_get(version_id: int) -> str | None:

@@ -92,6 +92,8 @@ def upload_parse(
             body = json.load(stream)
         except (ValueError, UnicodeDecodeError):
             raise UploadRejected.one("", "the body is not valid JSON") from None
+        except RecursionError:  # json's C decoder recurses per nesting level
+            raise UploadRejected.one("", "the JSON body is nested too deeply") from None
         if not isinstance(body, dict):
             raise UploadRejected.one("", 'the JSON body must be {"files": {…}}')
         return ParsedUpload(

@@ -20,6 +20,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from accounts.credentials import resolve
 from accounts.models import Account
 from accounts.tokens import Kind
+from hepgg.lib import authfailures
 from hepgg.lib.bodylimit import BodyLimit, body_limit
 from skills import registry, rendering, responses
 from skills.archives import UploadRejected
@@ -30,15 +31,20 @@ _READ = ["GET", "HEAD"]
 _UPLOAD_CHUNK = 256 * 1024
 
 
-async def _reader(key: str | None) -> tuple[bool, int | None]:
-    """``(ok, account_id)`` of the request's capability; ok is False for a bad key."""
+async def _reader(key: str | None, request: HttpRequest) -> tuple[bool, int | None]:
+    """``(ok, account_id)`` of the request's capability; ok is False for a bad key. A wrong key
+    counts as a failed authentication of the client (slowed, then not even looked up)."""
     if key is None:
         return True, None
+    client = authfailures.client_of_meta(request.META)
+    if authfailures.blocked("skills", client) is not None:
+        return False, None
     # ``resolve`` off the loop rather than ``aresolve``: the latter's ``database_sync_to_async``
     # closes the connection it runs on, which breaks a request served inside a transaction
     # (the test client's). One thread hop, on capability URLs only.
     identity = await registry.off_loop(resolve)(key, Kind.SKILLS)
     if identity is None:
+        await authfailures.afailed("skills", client)
         return False, None
     return True, identity.account_id
 
@@ -48,8 +54,8 @@ def _split_ref(ref: str) -> tuple[str, int | None]:
     return name, int(number) if number else None
 
 
-async def _version(ref: str, key: str | None) -> Version | None:
-    ok, account_id = await _reader(key)
+async def _version(ref: str, key: str | None, request: HttpRequest) -> Version | None:
+    ok, account_id = await _reader(key, request)
     if not ok:
         return None
     name, number = _split_ref(ref)
@@ -92,7 +98,7 @@ async def raw_file(
     request: HttpRequest, ref: str, path: str, key: str | None = None, space: str | None = None
 ) -> HttpResponse:
     """``/<name>[@<version>]/<path>`` (and the same under ``/.well-known/<space>/``): raw bytes."""
-    version = await _version(ref, key)
+    version = await _version(ref, key, request)
     if version is None:
         return responses.not_found(key=key)
     return await _file_response(request, version, path, ref=ref, key=key)
@@ -101,7 +107,7 @@ async def raw_file(
 @require_http_methods(_READ)
 async def skill_page(request: HttpRequest, ref: str, key: str | None = None) -> HttpResponse:
     """``/<name>`` and ``/<name>/``: the SKILL.md, or an HTML page for a browser."""
-    version = await _version(ref, key)
+    version = await _version(ref, key, request)
     if version is None:
         return responses.not_found(key=key)
     if not _wants_html(request):
@@ -151,7 +157,7 @@ async def archive_root(
 
 
 async def _zip(request: HttpRequest, ref: str, key: str | None, *, root: bool) -> HttpResponse:
-    version = await _version(ref, key)
+    version = await _version(ref, key, request)
     if version is None:
         return responses.not_found(key=key)
     sha = version.archive_sha256 if root else version.zip_sha256
@@ -169,8 +175,8 @@ async def _zip(request: HttpRequest, ref: str, key: str | None, *, root: bool) -
     )
 
 
-async def _listing(key: str | None) -> tuple[bool, list[dict]]:
-    ok, account_id = await _reader(key)
+async def _listing(key: str | None, request: HttpRequest) -> tuple[bool, list[dict]]:
+    ok, account_id = await _reader(key, request)
     if not ok:
         return False, []
     return True, await registry.alisting(account_id)
@@ -179,7 +185,7 @@ async def _listing(key: str | None) -> tuple[bool, list[dict]]:
 @require_http_methods(_READ)
 async def site_index(request: HttpRequest, key: str | None = None) -> HttpResponse:
     """``/``: the markdown index, or an HTML page with search for a browser."""
-    ok, entries = await _listing(key)
+    ok, entries = await _listing(key, request)
     if not ok:
         return responses.not_found(key=key)
     if not _wants_html(request):
@@ -211,7 +217,7 @@ async def site_index(request: HttpRequest, key: str | None = None) -> HttpRespon
 
 @require_http_methods(_READ)
 async def llms_txt(request: HttpRequest, key: str | None = None) -> HttpResponse:
-    ok, entries = await _listing(key)
+    ok, entries = await _listing(key, request)
     if not ok:
         return responses.not_found(key=key)
     return _markdown_index(request, key, entries)
@@ -230,7 +236,7 @@ def _markdown_index(
 
 @require_http_methods(_READ)
 async def index_json(request: HttpRequest, key: str | None = None) -> HttpResponse:
-    ok, entries = await _listing(key)
+    ok, entries = await _listing(key, request)
     if not ok:
         return responses.not_found(key=key)
     site = responses.site_url(request, key)
@@ -241,7 +247,7 @@ async def index_json(request: HttpRequest, key: str | None = None) -> HttpRespon
 
 @require_http_methods(_READ)
 async def legacy_index(request: HttpRequest, key: str | None = None) -> HttpResponse:
-    ok, entries = await _listing(key)
+    ok, entries = await _listing(key, request)
     if not ok:
         return responses.not_found(key=key)
     return responses.json_body(request, rendering.legacy_index(entries), key=key)
@@ -249,7 +255,7 @@ async def legacy_index(request: HttpRequest, key: str | None = None) -> HttpResp
 
 @require_http_methods(_READ)
 async def discovery_index(request: HttpRequest, key: str | None = None) -> HttpResponse:
-    ok, entries = await _listing(key)
+    ok, entries = await _listing(key, request)
     if not ok:
         return responses.not_found(key=key)
     return responses.json_body(request, rendering.discovery_index(entries), key=key)
@@ -269,9 +275,18 @@ def skill_import(request: HttpRequest, key: str) -> HttpResponse:
     Behind a server, ``body_limit`` refuses a body over the limit while it arrives, before Django
     reads it; the checks here remain for callers that bypass ASGI (the test client).
     """
-    identity = resolve(key, Kind.SKILLS)
+    client = authfailures.client_of_meta(request.META)
+    wait = authfailures.blocked("skills", client)
+    identity = resolve(key, Kind.SKILLS) if wait is None else None
     if identity is None:
-        return responses.not_found(key=key)
+        if wait is None:
+            wait = authfailures.failed("skills", client).retry_after
+        if wait is None:
+            return responses.not_found(key=key)
+        problem = {"path": "", "message": f"too many wrong keys; retry after {wait} seconds"}
+        response = responses.errors(429, [problem], key=None)
+        response["Retry-After"] = str(wait)
+        return response
     limit = settings.SKILLS_MAX_UPLOAD_BYTES
     declared = request.META.get("CONTENT_LENGTH") or "0"
     if declared.isdigit() and int(declared) > limit:

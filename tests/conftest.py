@@ -11,17 +11,29 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.test import override_settings
 
 from accounts.models import Account
 from accounts.services import account_create
 from catalog.models import CatalogModel, Price
 from catalog.pricing import forget_prices
 from catalog.services import price_file_read, prices_load
-from hepgg.lib import sharedcache
+from hepgg.lib import authfailures, sharedcache
 from tests.servers import ServerProcess, start_hepgg
 from usage.writer import usage_writer
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+# Every test's failed authentications come from 127.0.0.1 and would add up over a run: only the
+# tests of that limit (tests/surface/test_auth_failures.py) set real thresholds, for their server.
+_NO_AUTH_FAILURE_LIMITS = {"AUTH_FAILURES_LIMIT": "1000000", "AUTH_FAILURES_SLOW_AFTER": "1000000"}
+os.environ.update(_NO_AUTH_FAILURE_LIMITS)  # for the servers the tests start
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_auth_failure_limits() -> Iterator[None]:
+    with override_settings(**{k: int(v) for k, v in _NO_AUTH_FAILURE_LIMITS.items()}):
+        yield
 
 
 @dataclass
@@ -53,10 +65,12 @@ def _fresh_process_state(settings, tmp_path: Path) -> Iterator[None]:
     settings.USAGE_SPILL_DIR = tmp_path / "usage"
     sharedcache.clear_local()
     forget_prices()
+    authfailures.clear_local()
     yield
     usage_writer.flush()
     sharedcache.clear_local()
     forget_prices()
+    authfailures.clear_local()
 
 
 @pytest.fixture

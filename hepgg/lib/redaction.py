@@ -12,9 +12,12 @@ from typing import Any
 
 PREFIX_CHARS = 6  # characters of a secret's random body that stay visible
 
+# A skills key is 48 lowercase hex characters, and nothing in a log line marks where one starts
+# or ends (``\xab<key>`` in the repr of bytes, ``<key>0`` in free text): every run of 48 or more
+# lowercase hex characters is masked, a SHA-256 digest included (a digest is no secret, but a key
+# cannot be told apart from a hex run that contains it).
 _SECRET_RE = re.compile(
-    r"(?P<kind>sk-hyd-|hyd_|pt_)(?P<body>[A-Za-z0-9_-]{16,})"
-    r"|(?<![0-9a-fA-F])(?P<hex>[0-9a-f]{48})(?![0-9a-fA-F])"
+    r"(?P<kind>sk-hyd-|hyd_|pt_)(?P<body>[A-Za-z0-9_-]{16,})|(?P<hex>[0-9a-f]{48,})"
 )
 _HEADER_RE = re.compile(
     r"(?P<name>authorization|x-api-key)(?P<sep>['\"]?\s*[:=,]\s*[(]?['\"]?(?:b['\"])?)"

@@ -27,6 +27,27 @@ from typing import Any, Protocol
 
 logger = logging.getLogger(__name__)
 
+# A usage column is a signed 64-bit integer (BigIntegerField): a larger count cannot be stored,
+# and one unstorable row would fail the whole batch it is written with.
+MAX_STORABLE_COUNT = 2**63 - 1
+
+
+def storable_count(value: Any) -> int:
+    """A token count an upstream reported, as a storable int: 0 unless it is a non-negative
+    integer (or integral float) a usage row can hold. Booleans, NaN and infinities are 0."""
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, float):
+        if not value.is_integer():
+            return max(0, int(value)) if 0 <= value <= MAX_STORABLE_COUNT else 0
+        value = int(value)
+    if isinstance(value, str) and value.isdigit() and len(value) <= 19:
+        value = int(value)
+    if isinstance(value, int) and 0 <= value <= MAX_STORABLE_COUNT:
+        return value
+    return 0
+
+
 # tiktoken_ext.openai_public.o200k_base: the expected hash and split pattern of the vocabulary.
 O200K_SHA256 = "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"
 O200K_PATTERN = "|".join(

@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
 from django.core.management.base import CommandParser
 
 from accounts.management.base import IssuingCommand
 from accounts.services import skills_key_issue
+from hepgg.lib.sites import capability_url
 
 
 class Command(IssuingCommand):
@@ -19,13 +19,13 @@ class Command(IssuingCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         account = self.account(options["email"])
         key, secret = skills_key_issue(account=account, name=options["name"])
-        capability_url = f"{settings.GATEWAY_PUBLIC_URL}/skills/k/{secret}/"
+        url = capability_url(secret)
         self.emit(
             options,
             {
                 "id": str(key.public_id),
                 "skills_access_key": secret,
-                "capability_url": capability_url,
+                "capability_url": url,
             },
-            f"Skills access key for {account.email}: {secret}\nCapability URL: {capability_url}",
+            f"Skills access key for {account.email}: {secret}\nCapability URL: {url}",
         )
