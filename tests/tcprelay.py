@@ -23,13 +23,15 @@ class TcpRelay:
         self.port: int = self._listener.getsockname()[1]
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
+        self._every: list[socket.socket] = []  # closed by stop(), whatever became of them
         self._cut = False
         self._stopped = False
         self.connections = 0  # forwarded connections so far
 
     def start(self) -> TcpRelay:
         self._listener.listen(128)
-        threading.Thread(target=self._accept, name="relay accept", daemon=True).start()
+        self._acceptor = threading.Thread(target=self._accept, name="relay accept", daemon=True)
+        self._acceptor.start()
         return self
 
     def cut(self) -> None:
@@ -48,8 +50,12 @@ class TcpRelay:
 
     def stop(self) -> None:
         self._stopped = True
-        self.cut()
         self._close(self._listener)
+        self._acceptor.join(5)
+        with self._lock:
+            every, self._every, self._open = self._every, [], set()
+        for sock in every:
+            self._close(sock)
 
     @staticmethod
     def _close(sock: socket.socket) -> None:
@@ -67,6 +73,7 @@ class TcpRelay:
             with self._lock:
                 cut = self._cut
                 self._open.add(client)
+                self._every.append(client)
             if cut:
                 continue  # held open, never answered
             try:
@@ -74,9 +81,14 @@ class TcpRelay:
             except OSError:
                 self._close(client)
                 continue
+            if self._stopped:
+                self._close(client)
+                self._close(upstream)
+                return
             upstream.settimeout(None)
             with self._lock:
                 self._open.add(upstream)
+                self._every.append(upstream)
                 self.connections += 1
             for source, sink in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
