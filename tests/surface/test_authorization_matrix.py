@@ -186,8 +186,20 @@ ROWS: list[Row] = [
     Row(("models",), "GET", "/models", None),
     Row(("api/schema/",), "GET", "/api/schema/", None),
     Row(("api/docs/",), "GET", "/api/docs/", None),
+    Row(("prices",), "GET", "/prices", None),
+    Row(("ccas/install.sh",), "GET", "/ccas/install.sh", None),
+    Row(("ccas/ccas.pyz",), "GET", "/ccas/ccas.pyz", None),
+    Row(("ccas/ccas.pyz.sha256",), "GET", "/ccas/ccas.pyz.sha256", None),
     # the dashboard: a session, never a bearer credential
     Row(("admin/",), "GET", "/admin/accounts/account/", None, refusal=_admin_refusal),
+    Row(("admin/analytics/",), "GET", "/admin/analytics/", None, refusal=_admin_refusal),
+    Row(
+        ("admin/analytics/export.csv",),
+        "GET",
+        "/admin/analytics/export.csv",
+        None,
+        refusal=_admin_refusal,
+    ),
     # account API
     Row(("me",), "GET", "/me", Kind.MASTER, _account_api_refusal),
     Row(("keys",), "GET", "/keys", Kind.MASTER, _account_api_refusal),
@@ -229,6 +241,17 @@ ROWS: list[Row] = [
         owner_ok=(204,),
     ),
     Row(("usage",), "GET", "/usage?group_by=model", Kind.MASTER, _account_api_refusal),
+    Row(("sync/usage",), "GET", "/sync/usage", Kind.MASTER, _account_api_refusal),
+    Row(
+        ("sync/usage",),
+        "POST",
+        "/sync/usage",
+        Kind.MASTER,
+        _account_api_refusal,
+        body={"machine_id": "{machine_id}", "records": []},
+        cross_account="refused-404",
+    ),
+    Row(("sync/rate-limits",), "GET", "/sync/rate-limits", Kind.MASTER, _account_api_refusal),
     # /v1 (bare ASGI); an API key is its own object: a second account's key opens its own model
     Row(("^v1/",), "GET", "/v1/models", Kind.API_KEY, _v1_refusal),
     Row(("^v1/",), "GET", "/v1/models/cf-gpt-oss-20b", Kind.API_KEY, _v1_refusal),
@@ -335,7 +358,12 @@ class Caller:
             path = "/skills" + path
         content = None
         if row.body is not None:
-            content = json.dumps(row.body).replace("{private}", self.private).encode()
+            content = (
+                json.dumps(row.body)
+                .replace("{private}", self.private)
+                .replace("{machine_id}", owner.machine_id)
+                .encode()
+            )
         return self.http.request(
             row.method,
             path,
