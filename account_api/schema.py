@@ -28,6 +28,8 @@ from account_api.serializers import (
     MachineSerializer,
     MintKeySerializer,
     RegisterMachineSerializer,
+    SyncEventsQuerySerializer,
+    SyncUploadSerializer,
     UsageQuerySerializer,
 )
 
@@ -117,11 +119,36 @@ UsageReport = inline_serializer(
     },
 )
 
+SyncOutcome = inline_serializer(
+    "SyncOutcome",
+    fields={
+        "accepted": serializers.IntegerField(),
+        "duplicates": serializers.IntegerField(),
+        "rejected": inline_serializer(
+            "SyncRejected",
+            fields={"index": serializers.IntegerField(), "error": serializers.CharField()},
+            many=True,
+        ),
+    },
+)
+SyncEvents = inline_serializer(
+    "SyncEventsPage",
+    fields={
+        "data": serializers.ListField(child=serializers.DictField()),
+        "next_cursor": serializers.CharField(allow_null=True),
+    },
+)
+RateLimits = inline_serializer(
+    "MachineRateLimits",
+    fields={"data": serializers.ListField(child=serializers.DictField())},
+)
+
 
 def _refusals(*statuses: int) -> dict[int, OpenApiResponse]:
     described = {
         400: "Invalid input; the message names the field.",
         401: "Missing or wrong credential; the message says a master token (hyd_…) is expected.",
+        403: "The machine is revoked.",
         404: "No such object in this account.",
         413: "Request body too large.",
         429: "Too many failed authentications from this address; see `Retry-After`.",
@@ -157,6 +184,16 @@ _VIEWS: dict[str, dict[str, Any]] = {
             parameters=[UsageQuerySerializer], responses={200: UsageReport, **_refusals(400)}
         ),
     },
+    "SyncUsageView": {
+        "post": extend_schema(
+            request=SyncUploadSerializer,
+            responses={200: SyncOutcome, **_refusals(400, 403, 404, 413)},
+        ),
+        "get": extend_schema(
+            parameters=[SyncEventsQuerySerializer], responses={200: SyncEvents, **_refusals(400)}
+        ),
+    },
+    "SyncRateLimitsView": {"get": extend_schema(responses={200: RateLimits, **_refusals()})},
 }
 
 

@@ -24,6 +24,21 @@ PATHS: dict[str, dict[str, Any]] = {
             },
         }
     },
+    "/prices": {
+        "get": {
+            "summary": "The dated price table",
+            "operationId": "prices_list",
+            "tags": ["Public"],
+            "security": [],
+            "responses": {
+                "200": {
+                    "description": "USD per million tokens per model name or pattern, each row "
+                    "with its effective-from date (catalog/data/README.md).",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                }
+            },
+        }
+    },
 }
 
 COMPONENTS: dict[str, Any] = {
