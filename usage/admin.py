@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.http import HttpRequest
+from django.urls import reverse
 
 from usage.models import UsageEvent
 
@@ -39,4 +40,8 @@ class UsageEventAdmin(admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False  # the rollups would keep counting them; retention deletes raw events
+        # Never from these pages (the rollups would keep counting them; retention deletes raw
+        # events), but deleting an account takes its events along: the admin asks this for each
+        # event of that cascade, from the account's delete page.
+        own_pages = reverse("admin:usage_usageevent_changelist")
+        return obj is not None and not request.path.startswith(own_pages)
