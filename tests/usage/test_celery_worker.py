@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -18,20 +17,10 @@ from django.utils import timezone
 
 from tests.servers import ROOT, server_env
 from tests.usage.rollup_helpers import event
+from tests.waits import wait_until as wait_for
 from usage.models import RollupPending, RollupState, UsageBucket
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def wait_for(condition, *, timeout: float, what: str):
-    """The condition's value once truthy; raises TimeoutError naming ``what`` otherwise."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise TimeoutError(f"waited {timeout:g} s for {what}")
 
 
 @pytest.fixture

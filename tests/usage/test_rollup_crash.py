@@ -16,19 +16,11 @@ from django.utils import timezone
 
 from tests.servers import ROOT, server_env
 from tests.usage.rollup_helpers import T0, history
+from tests.waits import wait_until as wait_for
 from usage.models import Period, RollupPending, UsageBucket, UsageEvent
 from usage.rollups import floor_day, usage_rollup
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def wait_for(condition, *, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(0.05)
-    raise TimeoutError(f"waited {timeout:g} s for {what}")
 
 
 def test_a_killed_run_redoes_only_its_last_day(member, requires_postgres, settings) -> None:
