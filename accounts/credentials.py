@@ -157,4 +157,17 @@ async def aresolve(value: str, kind: Kind) -> Identity | None:
         return _to_cached(kind, await database_sync_to_async(_load)(kind, key_hash))
 
     cached = await sharedcache.afetch(cache_key(key_hash), load, settings.CREDENTIAL_CACHE_SECONDS)
-    return _from_cached(kind, cached)
+    # A warm cache hands back the same stored object: reuse the identity built from it.
+    known = _identities.get((kind, key_hash))
+    if known is not None and known[0] is cached:
+        return known[1]
+    identity = _from_cached(kind, cached)
+    if len(_identities) >= _IDENTITIES_MAX:
+        _identities.clear()
+    _identities[(kind, key_hash)] = (cached, identity)
+    return identity
+
+
+# (kind, key hash) -> (the cached value, the identity made from it); bounded, cleared when full.
+_identities: dict[tuple[Kind, str], tuple[Any, Identity | None]] = {}
+_IDENTITIES_MAX = 10_000

@@ -20,7 +20,9 @@ from django.urls import re_path  # noqa: E402
 from hepgg.lib.bodylimit import bounded_bodies  # noqa: E402
 from hepgg.lib.redaction import install_server_log_redaction  # noqa: E402
 from hepgg.lifespan import lifespan, startup  # noqa: E402
+from llm_gateway.app import gateway_app  # noqa: E402
 from llm_gateway.routing import urlpatterns as gateway_routes  # noqa: E402
+from proxy.forward import proxy_app  # noqa: E402
 from proxy.routing import urlpatterns as proxy_routes  # noqa: E402
 from skills.asgi import skills_site, urlconf_for  # noqa: E402
 from usage.embedded import start_embedded_rollups  # noqa: E402
@@ -31,7 +33,7 @@ start_embedded_rollups()  # only without a Celery worker (USAGE_ROLLUP_IN_WEB)
 
 django_app = bounded_bodies(django_asgi_app, urlconf_for=urlconf_for)
 
-application = ProtocolTypeRouter(
+routed = ProtocolTypeRouter(
     {
         "http": URLRouter(
             # skills_site answers the skills site's reads itself and hands the rest to Django.
@@ -40,3 +42,15 @@ application = ProtocolTypeRouter(
         "lifespan": lifespan,
     }
 )
+
+
+async def application(scope, receive, send):
+    """The two hot paths go straight to their apps (the same routes ``routed`` has, without its
+    two routers' work on every request: measured a few per cent of a relayed request's CPU)."""
+    if scope["type"] == "http" and not scope.get("root_path"):
+        path = scope["path"]
+        if path.startswith("/v1/"):
+            return await gateway_app(scope, receive, send)
+        if path.startswith("/anthropic/"):
+            return await proxy_app(scope, receive, send)
+    return await routed(scope, receive, send)

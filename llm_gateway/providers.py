@@ -51,6 +51,11 @@ class Route:
     headers: dict[str, str] = field(default_factory=dict)
     missing: tuple[str, ...] = ()  # settings or environment variables still to set
 
+    @property
+    def header_list(self) -> list[tuple[str, str]]:
+        """The headers as the outbound client takes them (``hepgg.lib.http1``)."""
+        return list(self.headers.items())
+
 
 def route_for(model: CatalogModel) -> Route:
     """The route of one catalog row (reads settings and the environment, no I/O)."""

@@ -18,7 +18,6 @@ from dataclasses import replace
 from decimal import Decimal
 from typing import Any, Protocol
 
-import aiohttp
 import orjson
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -28,9 +27,8 @@ from django.db.models import Sum
 from accounts.credentials import ApiKeyIdentity, aresolve
 from accounts.tokens import Kind, claimed_kind
 from catalog.pricing import aprice_table
-from hepgg.lib import authfailures, ratelimit
+from hepgg.lib import authfailures, http1, ratelimit
 from hepgg.lib.disconnect import DisconnectWatch
-from hepgg.lib.outbound import client_session
 from hepgg.lib.sse import SSEDecoder
 from llm_gateway.errors import GatewayError, InvalidApiKey, sse_error_event, upstream_error
 from llm_gateway.metering import Tally
@@ -282,33 +280,21 @@ async def api_key_limits_acquire(*, identity: ApiKeyIdentity) -> Headers:
 
 
 # -- relaying ----------------------------------------------------------------------------------
-_timeouts: aiohttp.ClientTimeout | None = None
+def _upstream_request_id(response: http1.Response) -> str:
+    for key, value in response.headers:
+        if key.lower() in (b"x-request-id", b"request-id", b"cf-ray") and value:
+            return value.decode("latin-1")
+    return ""
 
 
-def _timeout() -> aiohttp.ClientTimeout:
-    global _timeouts
-    if _timeouts is None:
-        _timeouts = aiohttp.ClientTimeout(
-            total=None,
-            connect=settings.GATEWAY_UPSTREAM_CONNECT_TIMEOUT,
-            sock_read=settings.GATEWAY_UPSTREAM_READ_TIMEOUT,
-        )
-    return _timeouts
-
-
-def _upstream_request_id(response: aiohttp.ClientResponse) -> str:
-    headers = response.headers
-    return headers.get("x-request-id") or headers.get("request-id") or headers.get("cf-ray") or ""
-
-
-def _upstream_status_error(status: int, body: bytes, headers: Any) -> GatewayError:
+def _upstream_status_error(status: int, body: bytes, response: http1.Response) -> GatewayError:
     """An upstream's refusal as the gateway's: the client's mistakes keep their status, the
     provider's failures become 502/504."""
     message, code = error_from_body(body)
     if status in (400, 413, 422):
         return GatewayError(status, message, code=code)
     if status == 429:
-        retry = headers.get("retry-after")
+        retry = response.header(b"retry-after")
         return GatewayError(
             429,
             f"The provider is rate limiting requests: {message}",
@@ -350,7 +336,7 @@ def _rewrite_chunk(data: str, tally: Tally, slug: str, client_usage: bool) -> by
 
 async def _relay_stream(
     exchange: Exchange,
-    response: aiohttp.ClientResponse,
+    response: http1.Response,
     tally: Tally,
     route: Route,
     headers: Headers,
@@ -368,7 +354,7 @@ async def _relay_stream(
     decoder = SSEDecoder()
     failure: GatewayError | None = None
     try:
-        async for chunk in response.content.iter_any():
+        while chunk := await response.readany():
             tally.saw_first_byte()
             out: list[bytes] = []
             done = False
@@ -388,9 +374,9 @@ async def _relay_stream(
                 await exchange.body(b"".join(out), more=True)
     except TimeoutError:
         failure = _timed_out()
-    except aiohttp.ClientError as exc:
+    except http1.UpstreamError:
         failure = upstream_error(
-            502, f"The provider's stream broke off: {type(exc).__name__}.", code="upstream_error"
+            502, "The provider's stream broke off: the connection closed.", code="upstream_error"
         )
     if failure is None:
         failure = upstream_error(
@@ -403,7 +389,7 @@ async def _relay_stream(
 
 async def _relay_json(
     exchange: Exchange,
-    response: aiohttp.ClientResponse,
+    response: http1.Response,
     tally: Tally,
     route: Route,
     headers: Headers,
@@ -413,9 +399,10 @@ async def _relay_json(
         raw = await response.read()
     except TimeoutError:
         raise _timed_out() from None
-    except aiohttp.ClientError as exc:
-        message = f"The provider's answer broke off: {type(exc).__name__}."
-        raise upstream_error(502, message) from None
+    except http1.UpstreamError:
+        raise upstream_error(
+            502, "The provider's answer broke off: the connection closed."
+        ) from None
     exchange.upstream_wait = time.perf_counter() - since
     try:
         body = orjson.loads(raw)
@@ -461,23 +448,28 @@ async def chat_completion_relay(
     body = orjson.dumps(payload)
 
     status, reached, estimate = 502, False, False
-    response: aiohttp.ClientResponse | None = None
+    response: http1.Response | None = None
     exchange.watch.start()
     since = time.perf_counter()
     try:
         try:
-            response = await client_session().post(
-                route.url, data=body, headers=route.headers, timeout=_timeout()
+            response = await http1.client().request(
+                "POST",
+                route.url,
+                headers=route.header_list,
+                body=body,
+                connect_timeout=settings.GATEWAY_UPSTREAM_CONNECT_TIMEOUT,
+                read_timeout=settings.GATEWAY_UPSTREAM_READ_TIMEOUT,
             )
+        except http1.NotReached:
+            raise upstream_error(502, "The provider could not be reached.") from None
         except TimeoutError:
             reached = True
             raise _timed_out() from None
-        except aiohttp.ClientConnectorError:
-            raise upstream_error(502, "The provider could not be reached.") from None
-        except aiohttp.ClientError as exc:
+        except http1.UpstreamError:
             reached = True
             raise upstream_error(
-                502, f"The provider's connection failed: {type(exc).__name__}."
+                502, "The provider's connection failed: it closed before answering."
             ) from None
         reached = True
         exchange.upstream_wait = time.perf_counter() - since
@@ -485,12 +477,12 @@ async def chat_completion_relay(
         if response.status >= 400:
             try:
                 error_body = await response.read()
-            except (TimeoutError, aiohttp.ClientError):
+            except http1.UpstreamError:
                 error_body = b""
             exchange.upstream_wait = time.perf_counter() - since
-            raise _upstream_status_error(response.status, error_body, response.headers)
+            raise _upstream_status_error(response.status, error_body, response)
         estimate = True
-        if stream and "text/event-stream" in response.headers.get("content-type", ""):
+        if stream and "text/event-stream" in (response.header(b"content-type") or ""):
             status = await _relay_stream(exchange, response, tally, route, headers, client_usage)
         else:
             tally.saw_first_byte()

@@ -182,7 +182,49 @@ def _insert_events(rows: list[Row]) -> None:
         on_conflict,
     )
     with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
-        cursor.executemany(sql, prepared)
+        if connection.vendor != "postgresql" or len(prepared) < _COPY_FROM_ROWS:
+            cursor.executemany(sql, prepared)
+            return
+        # A batch goes in by COPY (its rows encoded in C) into a temporary table, then one
+        # upsert from it: a third of the writer's CPU of an executemany (profiled). One
+        # statement may not touch a row twice, so the batch's own duplicates are settled first.
+        names = ", ".join(quote(column.column) for column in columns)
+        cursor.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {_INCOMING} ON COMMIT DELETE ROWS "  # noqa: S608
+            f"AS SELECT {names} FROM {table} WITH NO DATA"
+        )
+        with cursor.cursor.copy(f"COPY {_INCOMING} ({names}) FROM STDIN") as copy:
+            for values in _one_per_key(prepared):
+                copy.write_row(values)
+        cursor.execute(
+            f"INSERT INTO {table} ({names}) SELECT {names} FROM {_INCOMING} {on_conflict}"  # noqa: S608 - names from the model
+        )
+
+
+_COPY_FROM_ROWS = 8  # below this, executemany's round trips cost less than the temporary table
+_INCOMING = "usage_incoming_events"
+_KEY = _EVENT_COLUMNS.index("dedupe_key")
+_SOURCE = _EVENT_COLUMNS.index("source")
+_ACCOUNT = _EVENT_COLUMNS.index("account_id")
+
+
+def _one_per_key(rows: list[list[Any]]) -> list[list[Any]]:
+    """The batch as the row-by-row upsert would leave it: the first row of each dedupe key,
+    replaced by a later proxy row when the kept one came from a sync."""
+    kept: dict[tuple[Any, str], int] = {}
+    out: list[list[Any]] = []
+    for row in rows:
+        key = row[_KEY]
+        if not key:
+            out.append(row)
+            continue
+        seen = kept.get((row[_ACCOUNT], key))
+        if seen is None:
+            kept[(row[_ACCOUNT], key)] = len(out)
+            out.append(row)
+        elif out[seen][_SOURCE] == "sync" and row[_SOURCE] == "proxy":
+            out[seen] = row
+    return out
 
 
 def _reason(exc: BaseException) -> str:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -37,7 +38,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -66,8 +66,14 @@ Ttl = float | Callable[[Any], float]
 
 
 # -- the marker ----------------------------------------------------------------------------------
-def _marker_path() -> Path:
-    return Path(settings.DATA_DIR) / MARKER_NAME
+def _marker_path() -> str:
+    return _marker_in(str(settings.DATA_DIR))
+
+
+@functools.lru_cache(maxsize=8)
+def _marker_in(data_dir: str) -> str:
+    # Read on every warm credential check: built once, not a Path per request.
+    return os.path.join(data_dir, MARKER_NAME)
 
 
 def marker() -> tuple[int, int, int]:
@@ -92,7 +98,7 @@ def _bump_marker() -> None:
     if size >= _MARKER_ROTATE_BYTES:
         # A fresh file (new inode) is a change too. A bump that lands in the old file after
         # this is preceded by this change, made after that bump's commit: nothing is missed.
-        fd, fresh = tempfile.mkstemp(dir=path.parent, prefix=f".{MARKER_NAME}.")
+        fd, fresh = tempfile.mkstemp(dir=os.path.dirname(path), prefix=f".{MARKER_NAME}.")
         os.close(fd)
         os.replace(fresh, path)
 

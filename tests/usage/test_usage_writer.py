@@ -128,3 +128,40 @@ def test_records_without_an_upstream_id_are_never_merged(member, other_member) -
     )
     assert writer.flush() == 8
     assert UsageEvent.objects.count() == 8
+
+
+def test_a_batch_holding_its_own_duplicates_is_written_whole_and_settled_like_one_by_one(
+    member, caplog
+) -> None:
+    # Big enough for PostgreSQL's COPY path: the batch's duplicates must be settled before the
+    # one upsert, as row-by-row inserts would (first wins, a proxy record replaces a sync).
+    writer = UsageWriter()
+    account = member.account.id
+    for n in range(10):
+        writer.record(UsageRecord(account_id=account, source="gateway", event_id=f"e{n}"))
+    writer.record(
+        UsageRecord(account_id=account, source="sync", message_id="msg_a", output_tokens=3)
+    )
+    writer.record(
+        UsageRecord(account_id=account, source="proxy", message_id="msg_a", output_tokens=9)
+    )
+    writer.record(
+        UsageRecord(account_id=account, source="sync", message_id="msg_b", output_tokens=4)
+    )
+    writer.record(
+        UsageRecord(account_id=account, source="sync", message_id="msg_b", output_tokens=5)
+    )
+    writer.record(UsageRecord(account_id=account, source="gateway", event_id="e0"))
+    writer.record(UsageRecord(account_id=account, source="proxy", output_tokens=1))  # no id
+    writer.record(UsageRecord(account_id=account, source="proxy", output_tokens=1))
+    with caplog.at_level("WARNING", logger="usage.writer"):
+        writer.flush()
+    assert not [r for r in caplog.records if "refused" in r.getMessage()]
+    kept = dict(
+        UsageEvent.objects.filter(dedupe_key__startswith="msg:").values_list(
+            "dedupe_key", "output_tokens"
+        )
+    )
+    assert kept == {"msg:msg_a": 9, "msg:msg_b": 4}
+    assert UsageEvent.objects.filter(dedupe_key__startswith="ev:").count() == 10
+    assert UsageEvent.objects.filter(dedupe_key="").count() == 2
