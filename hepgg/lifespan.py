@@ -18,7 +18,6 @@ from typing import Any
 
 from hepgg.lib import batching
 from hepgg.lib.http1 import close_client
-from hepgg.lib.outbound import close_client_session
 
 _started = threading.Event()
 
@@ -37,7 +36,6 @@ def startup() -> None:
 async def shutdown() -> None:
     """Graceful shutdown on the event loop: write every buffer, close outbound connections."""
     await batching.flush_all()
-    await close_client_session()
     await close_client()
 
 

@@ -5,6 +5,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from account_api import schema  # noqa: F401 - registers the OpenAPI extensions
 from catalog.views import public_models, public_prices
 from hepgg import health
 from hepgg.home import home

@@ -24,7 +24,6 @@ second, and Django's request stack buffers bodies under a 2.5 MB limit. The life
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from collections import deque
@@ -32,17 +31,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.utils import timezone
-from yarl import URL
 
 from accounts.credentials import MachineIdentity, aresolve
 from accounts.tokens import Kind, claimed_kind
-from hepgg.lib import authfailures
+from hepgg.lib import authfailures, http1
 from hepgg.lib.disconnect import DisconnectWatch
-from hepgg.lib.outbound import client_session
 from hepgg.lib.requestids import request_id
 from proxy.errors import ProxyError, send_proxy_error
 from proxy.headers import IncomingHeaders, OutgoingHeaders, incoming_headers, outgoing_headers
@@ -59,8 +55,6 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 MOUNT = b"/anthropic/"
 METERED_PATH = b"/v1/messages"
-# aiohttp adds these unless told not to; the proxy sends exactly the client's headers.
-_SKIP_AUTO_HEADERS = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Content-Type"})
 _NO_BODY_STATUS = frozenset({204, 304})
 # How much of the request body's end is kept for attribution (metadata.user_id sits at the end).
 _BODY_TAIL_BYTES = 256 * 1024
@@ -207,15 +201,15 @@ class _Exchange:
         metered: bool,
     ) -> None:
         try:
-            response = await client_session().request(
+            # The client's path, query and headers as they came, the body never decompressed.
+            response = await http1.client().request(
                 method,
-                URL(target, encoded=True),  # the client's path and query, byte for byte
+                target,
                 headers=headers.forward,
-                data=data,
-                allow_redirects=False,
-                auto_decompress=False,
-                skip_auto_headers=_SKIP_AUTO_HEADERS,
-                timeout=_upstream_timeout(),
+                body=data,
+                connect_timeout=settings.PROXY_UPSTREAM_CONNECT_TIMEOUT,
+                # No total: a long generation may stream for many minutes; only silence is an error.
+                read_timeout=settings.PROXY_UPSTREAM_READ_TIMEOUT,
             )
         except asyncio.CancelledError:
             if not self.watch.consume_cancel():
@@ -225,8 +219,8 @@ class _Exchange:
             self.ended_by = "client_disconnect"
             self.record(identity, 499, outgoing_headers(()), _empty_meter() if metered else None)
             return
-        except (aiohttp.ClientError, OSError, TimeoutError, _BodyTooLarge, _ClientGone) as exc:
-            # The body generator's errors reach us directly or wrapped by aiohttp: the flags
+        except (OSError, TimeoutError, _BodyTooLarge, _ClientGone) as exc:
+            # The body generator's errors reach us directly, or as the upstream's failure: the flags
             # say which it was. A body cut short never made a request the upstream could serve.
             if self.left_during_body or isinstance(exc, _ClientGone):
                 return
@@ -274,12 +268,12 @@ class _Exchange:
         self.record(identity, response.status, out, meter)
 
     async def relay_body(
-        self, response: aiohttp.ClientResponse, out: OutgoingHeaders, meter: MessagesMeter | None
+        self, response: http1.Response, out: OutgoingHeaders, meter: MessagesMeter | None
     ) -> None:
-        send, content = self.send, response.content
+        send = self.send
         remaining = out.content_length
         try:
-            while chunk := await content.readany():
+            while chunk := await response.readany():
                 if self.ttfb is None:
                     self.ttfb = time.perf_counter()
                 if remaining is not None:
@@ -293,7 +287,7 @@ class _Exchange:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 if meter is not None:
                     meter.feed(chunk)  # after the send: metering never delays a byte
-        except (aiohttp.ClientError, OSError, TimeoutError):
+        except (OSError, TimeoutError):
             # Reset or timed out mid-body. The status is out, so the error can only travel in
             # band: an SSE error event when the stream carried none and we control the framing.
             self.ended_by = "upstream_error"
@@ -375,16 +369,6 @@ class _Exchange:
         return details
 
 
-@functools.cache
-def _upstream_timeout() -> aiohttp.ClientTimeout:
-    # No total: a long generation may stream for many minutes; only silence is an error.
-    return aiohttp.ClientTimeout(
-        total=None,
-        sock_connect=settings.PROXY_UPSTREAM_CONNECT_TIMEOUT,
-        sock_read=settings.PROXY_UPSTREAM_READ_TIMEOUT,
-    )
-
-
 def _header(out: OutgoingHeaders, name: bytes) -> str:
     for key, value in out.relay:
         if key == name:
@@ -399,7 +383,7 @@ def _too_large(limit: int) -> ProxyError:
 
 
 # Failures before the request could reach the upstream: nothing to meter.
-_NOT_REACHED = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
+_NOT_REACHED = (http1.NotReached,)
 
 
 def _empty_meter() -> MessagesMeter:

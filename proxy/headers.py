@@ -46,7 +46,7 @@ class IncomingHeaders:
 
 
 def _text(value: bytes) -> str:
-    # aiohttp writes header values back as UTF-8, so a UTF-8 value round-trips byte for byte.
+    # The outbound client writes text back as UTF-8, so a UTF-8 value round-trips byte for byte.
     try:
         return value.decode("utf-8")
     except UnicodeDecodeError:

@@ -7,7 +7,7 @@ path only calls ``Flusher.poke()``, which appends nothing and does no I/O: it ma
 running loop has a task that calls ``flush`` every ``interval()`` seconds, or at once when
 ``poke(now=True)`` says the buffer is full.
 
-One task per event loop, because the async clients a flush uses (Redis, aiohttp) belong to the
+One task per event loop, because the async clients a flush uses (Redis) belong to the
 loop that made them, and tests run several loops in one process. Shutdown has one path:
 ``flush_all()`` (the ASGI lifespan shutdown, under uvicorn) or ``flush_all_sync()`` (an exit
 hook, under daphne, which sends no lifespan events); ``hepgg.lifespan`` calls both.

@@ -1,7 +1,7 @@
 """Download one operator-given URL into a file, with the guards a server-side fetch needs.
 
 ``download(url, into, policy)`` is for URLs that come from outside the code (``manage.py
-import_skills URL``), not for the hot paths' upstreams (``hepgg.lib.outbound``). It refuses:
+import_skills URL``), not for the hot paths' upstreams (``hepgg.lib.http1``). It refuses:
 
 - a scheme other than https (http too with ``allow_http``);
 - a host that resolves to an address that is not public: unspecified, multicast, link-local

@@ -14,8 +14,7 @@ floor under every figure we publish. It does only what the two hot paths need:
   decompressed: the caller decides), reading paused while the consumer lags (backpressure);
 - a connect timeout and a read timeout (silence between two reads), no total: a generation may
   stream for many minutes;
-- a request that met a stale pooled connection (closed by the upstream while idle) is retried once
-  on a fresh one when nothing of the answer had arrived and the body can be sent again.
+- a pooled connection the upstream closed while idle is never used; a request is never sent twice.
 
 Errors: ``NotReached`` (nothing was sent: refused, DNS, connect timeout, TLS), ``ReadTimeout`` and
 ``ConnectionBroken`` (the upstream had the request). Timeouts are ``TimeoutError`` subclasses.
@@ -237,7 +236,6 @@ class _Connection(asyncio.Protocol):
         self.keep_alive = True
         self.body_until_close = False
         self.head = False
-        self.got_bytes = False
         self.idle_since = 0.0
         self.reading_paused = False
         self.write_ready: asyncio.Future[None] | None = None
@@ -248,7 +246,6 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        self.got_bytes = True
         if self.response is None:  # bytes nobody asked for: the connection is not usable
             self.close()
             return
@@ -476,24 +473,17 @@ class Client:
         or ``close()`` the response."""
         origin, target = _parse_url(url)
         head = _request_head(method, target, origin, headers, body)
-        replayable = isinstance(body, bytes)
-        for attempt in (0, 1):
-            conn = self._idle_connection(origin)
-            reused = conn is not None
-            if conn is None:
-                conn = await self._connect(origin, connect_timeout)
-            try:
-                return await self._exchange(conn, method, head, body, read_timeout)
-            except ConnectionBroken:
-                # A pooled connection the upstream had closed while idle: nothing came back,
-                # so the request can go again on a fresh connection (once).
-                if attempt == 0 and reused and replayable and not conn.got_bytes:
-                    continue
-                raise
-            except BaseException:
-                conn.close()
-                raise
-        raise AssertionError("unreachable")
+        # A pooled connection the upstream closed while idle is skipped here. One that closes
+        # as the request goes out fails it: a POST is never sent twice (the upstream may have
+        # taken it, and a completion costs money); the client's SDK decides about a retry.
+        conn = self._idle_connection(origin)
+        if conn is None:
+            conn = await self._connect(origin, connect_timeout)
+        try:
+            return await self._exchange(conn, method, head, body, read_timeout)
+        except BaseException:
+            conn.close()
+            raise
 
     async def _exchange(
         self,
@@ -508,7 +498,6 @@ class Client:
         conn.response = response
         conn.head = method == "HEAD"
         conn.read_timeout = read_timeout
-        conn.got_bytes = False
         conn.headers_ready = ready = loop.create_future()
         transport = conn.transport
         if transport is None or conn.closed or transport.is_closing():
@@ -550,8 +539,9 @@ def _request_head(
     lines = [method.encode("ascii") + b" " + target + b" HTTP/1.1"]
     has_host = has_length = False
     for name, value in headers:
-        name = name.encode("latin-1") if isinstance(name, str) else name
-        value = value.encode("latin-1") if isinstance(value, str) else value
+        # Text goes out as UTF-8, so a value the proxy decoded from UTF-8 leaves byte for byte.
+        name = name.encode("utf-8") if isinstance(name, str) else name
+        value = value.encode("utf-8") if isinstance(value, str) else value
         lower = name.lower()
         if lower == b"host":
             has_host = True
