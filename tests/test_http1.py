@@ -272,3 +272,47 @@ async def test_a_response_closed_early_frees_its_connection_for_the_pool_limit(s
             response.close()
         assert upstream.connections == 5
     http1._clients.clear()
+
+
+async def test_https_upstreams_are_verified_against_the_trusted_authorities(
+    tmp_path, monkeypatch
+) -> None:
+    # Cloudflare and Anthropic are https: a loopback TLS upstream with its own authority, which
+    # the client trusts only once it is in the bundle it reads (SSL_CERT_FILE, as OpenSSL does).
+    import ssl
+    import subprocess
+
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+
+    async def serve(reader, writer) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nsecure")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=server_context)
+    url = f"https://localhost:{server.sockets[0].getsockname()[1]}/v1/messages"
+    try:
+        http1._ssl_context.cache_clear()
+        http1._parse_url.cache_clear()
+        with pytest.raises(http1.NotReached):  # not trusted yet: refused before anything is sent
+            await call(url)
+
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        http1._ssl_context.cache_clear()
+        http1._parse_url.cache_clear()
+        response = await call(url)
+        assert await response.read() == b"secure"
+        response.release()
+    finally:
+        server.close()
+        http1._ssl_context.cache_clear()
+        http1._parse_url.cache_clear()

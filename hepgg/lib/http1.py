@@ -36,7 +36,6 @@ import httptools
 
 KEEPALIVE_SECONDS = 30.0
 _HIGH_WATER = 256 * 1024  # buffered response bytes above which reading from the socket pauses
-_LOW_WATER = 64 * 1024
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -170,16 +169,21 @@ class Response:
                 timer.cancel()
 
     async def readany(self) -> bytes:
-        """The next part of the body as it arrived; ``b""`` once the body is complete."""
+        """The body that has arrived since the last call (waits for some); ``b""`` once the body
+        is complete."""
         while not self._chunks:
             if self._done:
                 if self._error is not None:
                     raise self._error
                 return b""
             await self._wait()
-        data = self._chunks.popleft()
-        self._size -= len(data)
-        if self._size < _LOW_WATER and self._conn is not None:
+        # Everything that has arrived, in one piece: a burst of small chunks (an SSE stream's
+        # events) becomes one write to our client instead of one per chunk.
+        chunks = self._chunks
+        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self._size = 0
+        if self._conn is not None:
             self._conn.resume_reading()
         return data
 
