@@ -28,6 +28,19 @@ class SSEDecoder:
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
         self._buffer += chunk
         events: list[ServerSentEvent] = []
+        if b"\r" not in self._buffer:
+            # The common case (\n endings only): whole events split off at once, in C, rather
+            # than a line at a time (profiled: the per-line loop was a tenth of a stream's CPU).
+            *complete, self._buffer = self._buffer.split(b"\n\n")
+            for block in complete:
+                for line in block.decode("utf-8", errors="replace").split("\n"):
+                    if (event := self._take_line(line)) is not None:
+                        events.append(event)
+                if (event := self._take_line("")) is not None:
+                    events.append(event)
+            if len(self._buffer) > self._max_buffer:
+                self._buffer = b""
+            return events
         while True:
             cut = _line_end(self._buffer)
             if cut is None:
