@@ -15,8 +15,7 @@ import platform
 import re
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -24,6 +23,7 @@ import pytest
 
 from tests.servers import ROOT, ServerProcess, free_port, server_env
 from tests.tools import npm_package
+from tests.waits import wait_until
 from usage.models import UsageEvent
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -50,14 +50,6 @@ def readme_blocks() -> dict[str, tuple[str, str]]:
     return blocks
 
 
-def wait_until(check: Callable[[], bool], what: str, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
 @pytest.fixture
 def fake_upstream() -> Iterator[str]:
     port = free_port()
@@ -75,7 +67,7 @@ def fake_upstream() -> Iterator[str]:
             return False
 
     try:
-        wait_until(up, "the fake upstream")
+        wait_until(up, what="the fake upstream")
         yield url
     finally:
         process.terminate()
@@ -152,7 +144,7 @@ def test_the_quickstart_gets_a_completion_through_the_openai_sdk(reader: Reader)
     assert '"id": "cf-gpt-oss-20b"' in keys or '"id":"cf-gpt-oss-20b"' in keys
     reply = reader.run("openai-sdk")
     assert reply.split() == [f"word{i}" for i in range(20)]  # the fake's completion
-    wait_until(lambda: UsageEvent.objects.filter(source="gateway").exists(), "the usage event")
+    wait_until(lambda: UsageEvent.objects.filter(source="gateway").exists(), what="the usage event")
 
 
 def test_claude_code_is_wired_and_metered_as_the_readme_says(reader: Reader, tmp_path) -> None:
@@ -170,7 +162,7 @@ def test_claude_code_is_wired_and_metered_as_the_readme_says(reader: Reader, tmp
     assert "word19" in said  # Claude Code printed the fake upstream's answer
     wait_until(
         lambda: UsageEvent.objects.filter(source="proxy", machine__isnull=False).exists(),
-        "the proxy's usage event",
+        what="the proxy's usage event",
     )
     event = UsageEvent.objects.get(source="proxy")
     assert event.machine.hostname == "laptop" and event.output_tokens > 0
