@@ -17,8 +17,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import Case, F, Max, Min, Q, QuerySet, Sum, Value, When
-from django.db.models.functions import Coalesce
+from django.db.models import Case, F, FloatField, Max, Min, Q, QuerySet, Sum, Value, When
+from django.db.models.functions import Cast, Coalesce, TruncDate
 
 from accounts.models import Account, ApiKey, Machine
 from proxy.models import MachineRateLimit
@@ -65,7 +65,7 @@ class Window:
         return queryset if self.account is None else queryset.filter(account=self.account)
 
 
-def _money(value: Decimal | None) -> float | None:
+def _money(value: Decimal | float | None) -> float | None:
     return None if value is None else round(float(value), 6)
 
 
@@ -86,24 +86,25 @@ def _stacked(
         known = row[key] is not None and row[key] in shown
         name = labels.get(row[key], str(row[key])) if known else "other"
         entry = series.setdefault(name, {"tokens": [0] * len(days), "cost": [0.0] * len(days)})
-        i = index[row["start"].date()]  # UTC already: the database session's time zone
+        i = index[row["day"]]
         entry["tokens"][i] += row["tokens"]
-        entry["cost"][i] = round(entry["cost"][i] + float(row["cost"] or 0), 6)
+        entry["cost"][i] = round(entry["cost"][i] + (row["cost"] or 0), 6)
     order = [labels.get(k, str(k)) for k in shown] + (["other"] if "other" in series else [])
     return {"series": [{"label": name, **series[name]} for name in order if name in series]}
 
 
 def _top_series(buckets: QuerySet[Any], field: str, sums: dict[str, Any]) -> list[dict[str, Any]]:
     """Per-day sums for the ``TOP`` values of ``field`` by tokens, the rest summed under None:
-    the database folds the long tail (hundreds of machines), so only ~TOP rows a day come back."""
-    top = list(
+    the database ranks the values and folds the long tail (hundreds of machines) in one query,
+    so only ~TOP rows a day come back."""
+    top = (
         buckets.values(field)
         .annotate(total=Sum(_TOKENS))
         .order_by("-total", field)
-        .values_list(field, flat=True)[:TOP]
+        .values(field)[:TOP]
     )
     folded = Case(When(**{f"{field}__in": top}, then=F(field)), default=Value(None))
-    rows = list(buckets.annotate(folded=folded).values("start", "folded").annotate(**sums))
+    rows = list(buckets.annotate(folded=folded).values("day", "folded").annotate(**sums))
     for row in rows:
         row[field] = row.pop("folded")
     return rows
@@ -112,9 +113,13 @@ def _top_series(buckets: QuerySet[Any], field: str, sums: dict[str, Any]) -> lis
 def _series(window: Window, dimension: str) -> QuerySet[Any]:
     """The window's ``DailySeries`` rows of ``dimension``: the account's, or for every account the
     all-accounts rows of models and every account's rows of machines and keys."""
-    rows = DailySeries.objects.filter(
-        dimension=dimension, start__gte=window.start, start__lt=window.end
-    ).order_by()
+    rows = (
+        DailySeries.objects.filter(
+            dimension=dimension, start__gte=window.start, start__lt=window.end
+        )
+        .order_by()
+        .annotate(day=TruncDate("start", tzinfo=UTC))
+    )
     if window.account is not None:
         return rows.filter(account=window.account)
     return rows.filter(account=None) if dimension == Dimension.MODEL else rows
@@ -124,13 +129,15 @@ def analytics_dashboard(*, window: Window) -> dict[str, Any]:
     """Everything the analytics page draws, JSON-ready (see the module doc)."""
     days = window.days
     index = {day: i for i, day in enumerate(days)}
+    # Dates and floats: a year of every account's series is thousands of rows, and building
+    # datetimes and Decimals for them would cost more than the queries.
     sums = {
         "tokens": Coalesce(Sum(_TOKENS), 0),
-        "cost": Sum("cost_usd"),
+        "cost": Cast(Sum("cost_usd"), FloatField()),
     }
     by_model = list(
         _series(window, Dimension.MODEL)
-        .values("start", "model")
+        .values("day", "model")
         .annotate(
             **sums,
             requests=Coalesce(Sum("requests"), 0),
@@ -165,9 +172,9 @@ def analytics_dashboard(*, window: Window) -> dict[str, Any]:
     requests = [0] * len(days)
     errors = [0] * len(days)
     totals: dict[str, Any] = defaultdict(int)
-    cost_total: Decimal | None = None
+    cost_total: float | None = None
     for row in by_model:
-        i = index[row["start"].astimezone(UTC).date()]
+        i = index[row["day"]]
         requests[i] += row["requests"]
         errors[i] += row["errors"]
         for name in ("requests", "errors", "unpriced", "input", "output", "cache_write"):
@@ -175,7 +182,7 @@ def analytics_dashboard(*, window: Window) -> dict[str, Any]:
         totals["cache_read"] += row["cache_read"]
         totals["tokens"] += row["tokens"]
         if row["cost"] is not None:
-            cost_total = (cost_total or Decimal(0)) + row["cost"]
+            cost_total = (cost_total or 0.0) + row["cost"]
     totals["cost"] = _money(cost_total)
 
     stats = DailyStats.objects.filter(start__gte=window.start, start__lt=window.end)
