@@ -135,19 +135,24 @@ def analytics_dashboard(*, window: Window) -> dict[str, Any]:
         "tokens": Coalesce(Sum(_TOKENS), 0),
         "cost": Cast(Sum("cost_usd"), FloatField()),
     }
-    by_model = list(
-        _series(window, Dimension.MODEL)
-        .values("day", "model")
-        .annotate(
-            **sums,
-            requests=Coalesce(Sum("requests"), 0),
-            errors=Coalesce(Sum("errors"), 0),
-            unpriced=Coalesce(Sum("unpriced_requests"), 0),
-            input=Coalesce(Sum("input_tokens"), 0),
-            output=Coalesce(Sum("output_tokens"), 0),
-            cache_write=Coalesce(Sum("cache_creation_input_tokens"), 0),
-            cache_read=Coalesce(Sum("cache_read_input_tokens"), 0),
+    models = _series(window, Dimension.MODEL)
+    by_model = list(models.values("day", "model").annotate(**sums))
+    per_day = {
+        row["day"]: row
+        for row in models.values("day").annotate(
+            requests=Coalesce(Sum("requests"), 0), errors=Coalesce(Sum("errors"), 0)
         )
+    }
+    totals: dict[str, Any] = models.aggregate(
+        requests=Coalesce(Sum("requests"), 0),
+        errors=Coalesce(Sum("errors"), 0),
+        unpriced=Coalesce(Sum("unpriced_requests"), 0),
+        input=Coalesce(Sum("input_tokens"), 0),
+        output=Coalesce(Sum("output_tokens"), 0),
+        cache_write=Coalesce(Sum("cache_creation_input_tokens"), 0),
+        cache_read=Coalesce(Sum("cache_read_input_tokens"), 0),
+        tokens=Coalesce(Sum(_TOKENS), 0),
+        cost=Sum("cost_usd"),
     )
     machines = _series(window, Dimension.MACHINE).filter(machine__isnull=False)
     by_machine = _top_series(machines, "machine_id", sums)
@@ -169,21 +174,9 @@ def analytics_dashboard(*, window: Window) -> dict[str, Any]:
         )
     }
 
-    requests = [0] * len(days)
-    errors = [0] * len(days)
-    totals: dict[str, Any] = defaultdict(int)
-    cost_total: float | None = None
-    for row in by_model:
-        i = index[row["day"]]
-        requests[i] += row["requests"]
-        errors[i] += row["errors"]
-        for name in ("requests", "errors", "unpriced", "input", "output", "cache_write"):
-            totals[name] += row[name]
-        totals["cache_read"] += row["cache_read"]
-        totals["tokens"] += row["tokens"]
-        if row["cost"] is not None:
-            cost_total = (cost_total or 0.0) + row["cost"]
-    totals["cost"] = _money(cost_total)
+    requests = [per_day[day]["requests"] if day in per_day else 0 for day in days]
+    errors = [per_day[day]["errors"] if day in per_day else 0 for day in days]
+    totals["cost"] = _money(totals["cost"])
 
     stats = DailyStats.objects.filter(start__gte=window.start, start__lt=window.end)
     stats = stats.filter(account=window.account) if window.account else stats.filter(account=None)
