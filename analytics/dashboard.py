@@ -17,12 +17,21 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import Case, F, Max, Min, QuerySet, Sum, Value, When
-from django.db.models.functions import Coalesce
+from django.db.models import Case, F, FloatField, Max, Min, Q, QuerySet, Sum, Value, When
+from django.db.models.functions import Cast, Coalesce, TruncDate
 
 from accounts.models import Account, ApiKey, Machine
 from proxy.models import MachineRateLimit
-from usage.models import DailyStats, Period, SessionBucket, UsageBucket
+from usage.models import (
+    SESSION_RANK,
+    DailySeries,
+    DailyStats,
+    Dimension,
+    Period,
+    SessionBucket,
+    SessionTotal,
+    UsageBucket,
+)
 from usage.rollups import rollup_state
 
 TOP = 8  # machines and keys shown one by one; the rest are summed as "other"
@@ -56,7 +65,7 @@ class Window:
         return queryset if self.account is None else queryset.filter(account=self.account)
 
 
-def _money(value: Decimal | None) -> float | None:
+def _money(value: Decimal | float | None) -> float | None:
     return None if value is None else round(float(value), 6)
 
 
@@ -77,52 +86,79 @@ def _stacked(
         known = row[key] is not None and row[key] in shown
         name = labels.get(row[key], str(row[key])) if known else "other"
         entry = series.setdefault(name, {"tokens": [0] * len(days), "cost": [0.0] * len(days)})
-        i = index[row["start"].date()]  # UTC already: the database session's time zone
+        i = index[row["day"]]
         entry["tokens"][i] += row["tokens"]
-        entry["cost"][i] = round(entry["cost"][i] + float(row["cost"] or 0), 6)
+        entry["cost"][i] = round(entry["cost"][i] + (row["cost"] or 0), 6)
     order = [labels.get(k, str(k)) for k in shown] + (["other"] if "other" in series else [])
     return {"series": [{"label": name, **series[name]} for name in order if name in series]}
 
 
 def _top_series(buckets: QuerySet[Any], field: str, sums: dict[str, Any]) -> list[dict[str, Any]]:
     """Per-day sums for the ``TOP`` values of ``field`` by tokens, the rest summed under None:
-    the database folds the long tail (hundreds of machines), so only ~TOP rows a day come back."""
-    top = list(
+    the database ranks the values and folds the long tail (hundreds of machines) in one query,
+    so only ~TOP rows a day come back."""
+    top = (
         buckets.values(field)
         .annotate(total=Sum(_TOKENS))
         .order_by("-total", field)
-        .values_list(field, flat=True)[:TOP]
+        .values(field)[:TOP]
     )
     folded = Case(When(**{f"{field}__in": top}, then=F(field)), default=Value(None))
-    rows = list(buckets.annotate(folded=folded).values("start", "folded").annotate(**sums))
+    rows = list(buckets.annotate(folded=folded).values("day", "folded").annotate(**sums))
     for row in rows:
         row[field] = row.pop("folded")
     return rows
+
+
+def _series(window: Window, dimension: str) -> QuerySet[Any]:
+    """The window's ``DailySeries`` rows of ``dimension``: the account's, or for every account the
+    all-accounts rows of models and every account's rows of machines and keys."""
+    rows = (
+        DailySeries.objects.filter(
+            dimension=dimension, start__gte=window.start, start__lt=window.end
+        )
+        .order_by()
+        .annotate(day=TruncDate("start", tzinfo=UTC))
+    )
+    if window.account is not None:
+        return rows.filter(account=window.account)
+    return rows.filter(account=None) if dimension == Dimension.MODEL else rows
 
 
 def analytics_dashboard(*, window: Window) -> dict[str, Any]:
     """Everything the analytics page draws, JSON-ready (see the module doc)."""
     days = window.days
     index = {day: i for i, day in enumerate(days)}
-    buckets = window.scoped(UsageBucket.objects.filter(period=Period.DAY)).order_by()
+    # Dates and floats: a year of every account's series is thousands of rows, and building
+    # datetimes and Decimals for them would cost more than the queries.
     sums = {
         "tokens": Coalesce(Sum(_TOKENS), 0),
-        "cost": Sum("cost_usd"),
+        "cost": Cast(Sum("cost_usd"), FloatField()),
     }
-    by_model = list(
-        buckets.values("start", "model").annotate(
-            **sums,
-            requests=Coalesce(Sum("requests"), 0),
-            errors=Coalesce(Sum("errors"), 0),
-            unpriced=Coalesce(Sum("unpriced_requests"), 0),
-            input=Coalesce(Sum("input_tokens"), 0),
-            output=Coalesce(Sum("output_tokens"), 0),
-            cache_write=Coalesce(Sum("cache_creation_input_tokens"), 0),
-            cache_read=Coalesce(Sum("cache_read_input_tokens"), 0),
+    models = _series(window, Dimension.MODEL)
+    by_model = list(models.values("day", "model").annotate(**sums))
+    per_day = {
+        row["day"]: row
+        for row in models.values("day").annotate(
+            requests=Coalesce(Sum("requests"), 0), errors=Coalesce(Sum("errors"), 0)
         )
+    }
+    totals: dict[str, Any] = models.aggregate(
+        requests=Coalesce(Sum("requests"), 0),
+        errors=Coalesce(Sum("errors"), 0),
+        unpriced=Coalesce(Sum("unpriced_requests"), 0),
+        input=Coalesce(Sum("input_tokens"), 0),
+        output=Coalesce(Sum("output_tokens"), 0),
+        cache_write=Coalesce(Sum("cache_creation_input_tokens"), 0),
+        cache_read=Coalesce(Sum("cache_read_input_tokens"), 0),
+        tokens=Coalesce(Sum(_TOKENS), 0),
+        cost=Sum("cost_usd"),
     )
-    by_machine = _top_series(buckets.filter(machine__isnull=False), "machine_id", sums)
-    by_key = _top_series(buckets.filter(api_key__isnull=False), "api_key_id", sums)
+    machines = _series(window, Dimension.MACHINE).filter(machine__isnull=False)
+    by_machine = _top_series(machines, "machine_id", sums)
+    by_key = _top_series(
+        _series(window, Dimension.KEY).filter(api_key__isnull=False), "api_key_id", sums
+    )
 
     machine_labels = {
         m.id: m.hostname if window.account else f"{m.hostname} ({m.account.email})"
@@ -138,21 +174,9 @@ def analytics_dashboard(*, window: Window) -> dict[str, Any]:
         )
     }
 
-    requests = [0] * len(days)
-    errors = [0] * len(days)
-    totals: dict[str, Any] = defaultdict(int)
-    cost_total: Decimal | None = None
-    for row in by_model:
-        i = index[row["start"].astimezone(UTC).date()]
-        requests[i] += row["requests"]
-        errors[i] += row["errors"]
-        for name in ("requests", "errors", "unpriced", "input", "output", "cache_write"):
-            totals[name] += row[name]
-        totals["cache_read"] += row["cache_read"]
-        totals["tokens"] += row["tokens"]
-        if row["cost"] is not None:
-            cost_total = (cost_total or Decimal(0)) + row["cost"]
-    totals["cost"] = _money(cost_total)
+    requests = [per_day[day]["requests"] if day in per_day else 0 for day in days]
+    errors = [per_day[day]["errors"] if day in per_day else 0 for day in days]
+    totals["cost"] = _money(totals["cost"])
 
     stats = DailyStats.objects.filter(start__gte=window.start, start__lt=window.end)
     stats = stats.filter(account=window.account) if window.account else stats.filter(account=None)
@@ -191,19 +215,60 @@ def analytics_dashboard(*, window: Window) -> dict[str, Any]:
 
 
 def top_sessions(window: Window) -> list[dict[str, Any]]:
-    """The Claude Code sessions of the window that cost the most (then used the most tokens)."""
-    rows = window.scoped(SessionBucket.objects.exclude(session_id="")).order_by()
-    top = list(
-        rows.values("account_id", "session_id")
-        .annotate(
-            requests=Sum("requests"),
-            tokens=Sum(_TOKENS),
-            cost=Sum("cost_usd"),
-            first=Min("first_at"),
-            last=Max("last_at"),
-        )
-        .order_by(F("cost").desc(nulls_last=True), F("tokens").desc())[:TOP_SESSIONS]
+    """The Claude Code sessions of the window that cost the most (then used the most tokens),
+    with what they did within the window.
+
+    Sessions whose days all lie in the window count whole: their ``SessionTotal`` rows, read in
+    rank order by an index. The few that straddle the window's first or last day (several-day
+    sessions, by a partial index) are summed from their ``SessionBucket`` days in the window.
+    """
+    totals = SessionTotal.objects.order_by(*SESSION_RANK, "account_id", "session_id")
+    if window.account is not None:
+        totals = totals.filter(account=window.account)
+    fields = ("account_id", "session_id", "requests", "tokens", "cost", "first", "last")
+    inside = totals.filter(first_day__gte=window.start, last_day__lt=window.end).annotate(
+        cost=F("cost_usd"), first=F("first_at"), last=F("last_at")
     )
+    top = list(inside.filter(cost_usd__isnull=False).values(*fields)[:TOP_SESSIONS])
+    if len(top) < TOP_SESSIONS:
+        top += inside.filter(cost_usd__isnull=True).values(*fields)[: TOP_SESSIONS - len(top)]
+    straddling = set(
+        totals.filter(first_day__lt=F("last_day"), last_day__gte=window.start)
+        .filter(first_day__lt=window.end)
+        .filter(Q(first_day__lt=window.start) | Q(last_day__gte=window.end))
+        .order_by()
+        .values_list("account_id", "session_id")
+    )
+    rows = window.scoped(SessionBucket.objects.exclude(session_id="")).order_by()
+    partial: list[dict[str, Any]] = []
+    if straddling:
+        partial = [
+            row
+            for row in rows.filter(
+                account_id__in={account for account, _ in straddling},
+                session_id__in={session for _, session in straddling},
+            )
+            .values("account_id", "session_id")
+            .annotate(
+                requests=Sum("requests"),
+                tokens=Sum(_TOKENS),
+                cost=Sum("cost_usd"),
+                first=Min("first_at"),
+                last=Max("last_at"),
+            )
+            .values(*fields)
+            if (row["account_id"], row["session_id"]) in straddling
+        ]
+    top = sorted(
+        top + partial,
+        key=lambda t: (
+            t["cost"] is None,
+            -(t["cost"] or 0),
+            -t["tokens"],
+            t["account_id"],
+            t["session_id"],
+        ),
+    )[:TOP_SESSIONS]
     if not top:
         return []
     details: dict[tuple[int, str], dict[str, set[str]]] = defaultdict(

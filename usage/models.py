@@ -9,6 +9,11 @@ The rollup tables, and what reads them:
   ``GET /usage?group_by=session`` and the dashboard's top sessions.
 - ``DailyStats``: day, per account and for all accounts (``account`` null): requests, errors and
   the latency/TTFB percentiles, which cannot be summed from the buckets.
+- ``DailySeries``: day, per account x model, machine or API key, and per model for all accounts:
+  the dashboard's stacked charts (a few rows a day, where the day buckets have one per account x
+  source x model x key or machine).
+- ``SessionTotal``: one Claude Code session over all its days, ranked by an index: the
+  dashboard's top sessions.
 - ``RollupState`` (one row) and ``RollupPending`` (hours waiting to be recomputed): the
   watermark. See ``usage.rollups``.
 """
@@ -19,7 +24,7 @@ from datetime import datetime
 from typing import Any
 
 from django.db import models
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, F, Q, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -237,6 +242,8 @@ class SessionBucket(_Totals):
         indexes = [
             models.Index(fields=["account", "start"], name="usage_session_account"),
             models.Index(fields=["start"], name="usage_session_start"),
+            # A session's days: its ``SessionTotal`` and the dashboard's session details.
+            models.Index(fields=["account", "session_id"], name="usage_session_id"),
         ]
 
     def __str__(self) -> str:
@@ -262,6 +269,82 @@ class DailyStats(_Percentiles):
 
     def __str__(self) -> str:
         return f"{self.start:%Y-%m-%d} {self.account or 'all accounts'}"
+
+
+class Dimension(models.TextChoices):
+    MODEL = "model", "model"
+    MACHINE = "machine", "machine"
+    KEY = "key", "API key"
+
+
+class DailySeries(_Totals):
+    """One UTC day of one model, machine or API key (``dimension``) of one account, and of one
+    model for all accounts (``account`` null): the day buckets summed over the other dimensions,
+    rebuilt with them. The dashboard's stacked charts read these (a few rows a day, so a year of
+    every account's stays fast)."""
+
+    start = models.DateTimeField()
+    account = models.ForeignKey(
+        Account, null=True, blank=True, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    dimension = models.CharField(max_length=8, choices=Dimension.choices)
+    model = models.CharField(max_length=200, blank=True)  # the model's rows only
+    machine = models.ForeignKey(
+        Machine, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
+    )
+    api_key = models.ForeignKey(
+        ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
+    )
+
+    class Meta:
+        verbose_name_plural = "daily series"
+        indexes = [
+            models.Index(fields=["account", "dimension", "start"], name="usage_series_account"),
+            # Every account's machines and keys (their rows always have an account).
+            models.Index(fields=["dimension", "start"], name="usage_series_dimension"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.start:%Y-%m-%d} {self.dimension} {self.account or 'all accounts'}"
+
+
+# The top sessions' order: cost, then tokens; ties by account and session id. Unpriced sessions
+# (null cost) come last: they are read apart (``cost_usd__isnull``), as SQLite has no NULLS LAST
+# in an index.
+SESSION_RANK = (F("cost_usd").desc(), F("tokens").desc())
+
+
+class SessionTotal(_Totals):
+    """One Claude Code session of one account (every source) over all its UTC days: the sum of
+    its ``SessionBucket`` rows, rebuilt for the sessions a recomputed day touches. Indexed by
+    rank, so the dashboard's top sessions of a window are a short index scan."""
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="+", db_index=False)
+    session_id = models.CharField(max_length=200)
+    tokens = models.BigIntegerField(default=0)  # the four token counts summed: the rank
+    first_day = models.DateTimeField()  # the first and last UTC day it has events on
+    last_day = models.DateTimeField()
+    first_at = models.DateTimeField()
+    last_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["account", "session_id"], name="usage_session_total")
+        ]
+        indexes = [
+            models.Index(*SESSION_RANK, "account", "session_id", name="usage_session_rank"),
+            models.Index("account", *SESSION_RANK, "session_id", name="usage_session_rank_acct"),
+            models.Index(fields=["first_day"], name="usage_session_first_day"),
+            # Sessions over several days, which can straddle a window's first or last day.
+            models.Index(
+                fields=["last_day", "first_day"],
+                name="usage_session_multi_day",
+                condition=Q(first_day__lt=F("last_day")),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.session_id
 
 
 class RollupState(models.Model):

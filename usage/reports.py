@@ -157,15 +157,14 @@ def dirty_hours(account: Account | None = None) -> tuple[set[datetime], bool]:
     state = rollup_state()
     if state.recorded_through is None:
         return set(), False
-    hours = set(RollupPending.objects.values_list("hour", flat=True))
     tail = UsageEvent.objects.filter(recorded_at__gt=state.recorded_through)
     if account is not None:
         tail = tail.filter(account=account)
-    hours |= set(
-        tail.order_by()
-        .annotate(hour=TruncHour("occurred_at"))
+    # One round trip: the pending hours and the tail's hours (UNION drops the duplicates).
+    hours = set(
+        RollupPending.objects.order_by()
         .values_list("hour", flat=True)
-        .distinct()
+        .union(tail.order_by().annotate(hour=TruncHour("occurred_at")).values_list("hour"))
     )
     if state.purged_before is not None:  # final days: their raw events are gone
         hours = {h for h in hours if h >= state.purged_before}

@@ -19,8 +19,10 @@ How a run works (zulip's ``analytics`` idea: recompute and replace, behind a wat
    loses only the day it was in: its transaction rolls back and the day stays pending for the
    next run. Nothing is ever incremented, so a retry cannot double count.
 
-On PostgreSQL each table is rebuilt by one ``INSERT … SELECT … GROUP BY`` (percentiles by
-``percentile_cont``); elsewhere (SQLite) the same numbers are computed in Python.
+On PostgreSQL a day is read in two passes over its raw events, totals then percentiles
+(``percentile_cont``), see ``_recompute_day_sql``; elsewhere (SQLite) the same numbers are
+computed in Python. The dashboard's tables (``DailySeries``, ``SessionTotal``) are rebuilt from
+the day's new buckets and sessions.
 
 Retention: ``usage_events_purge`` deletes raw events older than ``USAGE_RAW_RETENTION_DAYS`` once
 their hours are rolled up; rollups are kept, and days before ``RollupState.purged_before`` are
@@ -50,11 +52,14 @@ from catalog.models import Price
 from catalog.pricing import PriceTable, price_row
 from usage.models import (
     TOKEN_FIELDS,
+    DailySeries,
     DailyStats,
+    Dimension,
     Period,
     RollupPending,
     RollupState,
     SessionBucket,
+    SessionTotal,
     UsageBucket,
     UsageEvent,
 )
@@ -266,86 +271,203 @@ _TOTALS = (  # (column, how it is computed from the events)
     ("unpriced_requests", "count(*) FILTER (WHERE cost_usd IS NULL)"),
     ("errors", f"count(*) FILTER (WHERE {_ERROR_SQL})"),
 )
+_TOTAL_FIELDS = {column for column, _ in _TOTALS}
 _TOTALS_COLUMNS = ", ".join(column for column, _ in _TOTALS)
-_TOTALS_SQL = ", ".join(expression for _, expression in _TOTALS)
 _TOTALS_SQL_NAMED = ", ".join(f"{expression} AS {column}" for column, expression in _TOTALS)
 _TOTALS_RESUMMED = ", ".join(f"sum({column})" for column, _ in _TOTALS)
 _PERCENTILE_COLUMNS = "latency_p50_ms, latency_p95_ms, ttfb_p50_ms, ttfb_p95_ms"
-_PERCENTILE_SQL = ", ".join(
-    f"percentile_cont({p}) WITHIN GROUP (ORDER BY {column})"
+
+
+_DIMS = "account_id, source, model, api_key_id, machine_id"
+_PERCENTILE_SQL_NAMED = ", ".join(
+    f"percentile_cont({p}) WITHIN GROUP (ORDER BY {column}) AS {column[:-3]}_p{p[2:]:0<2}_ms"
     for column in ("latency_ms", "ttfb_ms")
     for p in ("0.5", "0.95")
 )
+_SUMS = ", ".join(f"sum({column}) AS {column}" for column, _ in _TOTALS)
+# GROUPING(account_id, d, key) of the percentile pass: which rollup level a row is.
+_G_HOUR, _G_DAY, _G_ACCOUNT, _G_ALL = 0, 1, 3, 7
 
 
 def _recompute_day_sql(day: datetime, hours: list[datetime]) -> None:
+    """The day's rollups from one pass over its raw events (a day can hold millions).
+
+    1. The pass hashes the events at the finest grain anything needs (hour x account x source x
+       model x key x machine x session) into a temporary table: totals, and the latencies and
+       TTFBs in arrays. Every other total (hour and day buckets, sessions, daily stats) is a sum
+       of its rows, and sessions are grouped from it.
+    2. Percentiles cannot be summed. The day's dimension tuples are numbered in order (``d``),
+       each fine row gets the integer ``d * 32 + hour``, the fine rows (not the events) are
+       sorted by it and their arrays unnested in that order; one grouped pass then gives every
+       hour bucket's, day bucket's, account's and the day's ``percentile_cont`` (nested grouping
+       sets, each a prefix of the one before: its sort finds the rows already in order).
+    """
     events = _q(UsageEvent._meta.db_table)
     buckets = _q(UsageBucket._meta.db_table)
     sessions = _q(SessionBucket._meta.db_table)
     stats = _q(DailyStats._meta.db_table)
-    bucket_columns = (
-        f"period, start, account_id, source, model, api_key_id, machine_id, "
-        f"{_TOTALS_COLUMNS}, {_PERCENTILE_COLUMNS}"
-    )
-    # Text keys compare bytewise (the "C" collation): a sort on the language's collation costs
-    # several times more, and the grouping does not care about order.
-    dims = 'account_id, source COLLATE "C", model COLLATE "C", api_key_id, machine_id'
-    in_day = "occurred_at >= %(day)s AND occurred_at < %(next)s"
+    series = _q(DailySeries._meta.db_table)
+    totals = _q(SessionTotal._meta.db_table)
+    bucket_columns = f"period, start, {_DIMS}, {_TOTALS_COLUMNS}, {_PERCENTILE_COLUMNS}"
+    dims_f = ", ".join(f"f.{name}" for name in _DIMS.split(", "))
+    fine_sums = ", ".join(f"sum(f.{column}) AS {column}" for column, _ in _TOTALS)
+    params = {
+        "day": day,
+        "next": day + DAY,
+        "hours": sorted(int((hour - day) / HOUR) for hour in hours),
+    }
     with connection.cursor() as cursor:
-        # For this transaction only: sorts in memory, no parallel workers or JIT for a background
-        # job, and no plain index scan (the account index would read the day in random order).
+        # For this transaction only: sorts and hashes in memory, no parallel workers or JIT for a
+        # background job, no plain index scan (the account index would read the day in random
+        # order), and hashing rather than sorting wherever text is grouped or joined on (the
+        # planner's estimates of these temporary tables are far off).
         for setting in (
-            "work_mem = '64MB'",
+            "work_mem = '256MB'",
             "max_parallel_workers_per_gather = 0",
             "jit = off",
             "enable_indexscan = off",
+            "enable_sort = off",
+            "enable_mergejoin = off",
+            "enable_nestloop = off",
         ):
             cursor.execute(f"SET LOCAL {setting}")
-        # Hour by hour: each sort stays small, and a run usually has one or two hours to redo.
-        for hour in hours:
-            params = {"hour": hour, "next": hour + HOUR}
-            cursor.execute(
-                f"DELETE FROM {buckets} WHERE period = 'hour' AND start = %(hour)s",  # noqa: S608
-                params,
-            )
-            cursor.execute(
-                f"INSERT INTO {buckets} ({bucket_columns}) "  # noqa: S608 - names from models
-                f"SELECT 'hour', %(hour)s, {dims}, {_TOTALS_SQL}, {_PERCENTILE_SQL} "
-                f"FROM {events} WHERE occurred_at >= %(hour)s AND occurred_at < %(next)s "
-                f"GROUP BY {dims}",
-                params,
-            )
-        params = {"day": day, "next": day + DAY}
-        cursor.execute(f"DELETE FROM {buckets} WHERE period = 'day' AND start = %(day)s", params)  # noqa: S608
         cursor.execute(
-            f"INSERT INTO {buckets} ({bucket_columns}) "  # noqa: S608
-            f"SELECT 'day', %(day)s, {dims}, {_TOTALS_SQL}, {_PERCENTILE_SQL} "
-            f"FROM {events} WHERE {in_day} GROUP BY {dims}",
+            f"CREATE TEMPORARY TABLE rollup_fine ON COMMIT DROP AS "  # noqa: S608
+            f"SELECT extract(hour FROM occurred_at AT TIME ZONE 'UTC')::int AS hour, {_DIMS}, "
+            f"session_id, {_TOTALS_SQL_NAMED}, min(occurred_at) AS first_at, "
+            f"max(occurred_at) AS last_at, array_agg(latency_ms) AS latencies, "
+            f"array_agg(ttfb_ms) AS ttfbs FROM {events} "
+            f"WHERE occurred_at >= %(day)s AND occurred_at < %(next)s "
+            f"GROUP BY 1, {_DIMS}, session_id",
             params,
         )
-        cursor.execute(f"DELETE FROM {sessions} WHERE start = %(day)s", params)  # noqa: S608
-        # Per model first (hashed: no sort of the day's events), then per session with its
-        # models listed: that sort only sees a few rows per session.
+        cursor.execute(
+            "CREATE TEMPORARY TABLE rollup_dims ON COMMIT DROP AS "
+            "SELECT row_number() OVER (ORDER BY account_id, source, model, k, m) AS d, * "
+            "FROM (SELECT DISTINCT account_id, source, model, coalesce(api_key_id, 0) AS k, "
+            "coalesce(machine_id, 0) AS m FROM rollup_fine) AS dims"
+        )
+        cursor.execute(
+            "CREATE TEMPORARY TABLE rollup_keyed ON COMMIT DROP AS "
+            "SELECT x.d, x.d * 32 + f.hour AS key, f.* FROM rollup_fine AS f "
+            "JOIN rollup_dims AS x ON x.account_id = f.account_id AND x.source = f.source "
+            "AND x.model = f.model AND x.k = coalesce(f.api_key_id, 0) "
+            "AND x.m = coalesce(f.machine_id, 0)"
+        )
+        cursor.execute("SET LOCAL enable_sort = on")
+        cursor.execute("SET LOCAL enable_nestloop = on")
+        cursor.execute(
+            f"CREATE TEMPORARY TABLE rollup_pct ON COMMIT DROP AS "  # noqa: S608
+            f"SELECT GROUPING(account_id, d, key) AS g, account_id, d, key, "
+            f"{_PERCENTILE_SQL_NAMED} FROM (SELECT account_id, d, key, latencies, ttfbs "
+            f"FROM rollup_keyed ORDER BY key OFFSET 0) AS k, "
+            f"LATERAL unnest(k.latencies, k.ttfbs) AS v (latency_ms, ttfb_ms) "
+            f"GROUP BY ROLLUP (account_id, d, key)"
+        )
+        cursor.execute("SET LOCAL enable_sort = off")
+        cursor.execute(
+            f"CREATE TEMPORARY TABLE rollup_hour ON COMMIT DROP AS "  # noqa: S608
+            f"SELECT f.d, f.hour, {dims_f}, {fine_sums} FROM rollup_keyed AS f "
+            f"GROUP BY f.d, f.hour, {dims_f}"
+        )
+        cursor.execute(
+            f"DELETE FROM {buckets} WHERE (period = 'hour' AND start >= %(day)s "  # noqa: S608
+            f"AND start < %(next)s AND extract(hour FROM start AT TIME ZONE 'UTC')::int "
+            f"= ANY(%(hours)s)) OR (period = 'day' AND start = %(day)s)",
+            params,
+        )
+        cursor.execute(
+            f"INSERT INTO {buckets} ({bucket_columns}) "  # noqa: S608 - names from models
+            f"SELECT 'hour', %(day)s + make_interval(hours => f.hour), {dims_f}, "
+            f"{_TOTALS_COLUMNS}, {_PERCENTILE_COLUMNS} FROM rollup_hour AS f "
+            f"JOIN rollup_pct AS p ON p.g = {_G_HOUR} AND p.key = f.d * 32 + f.hour "
+            f"WHERE f.hour = ANY(%(hours)s)",
+            params,
+        )
+        cursor.execute(
+            f"INSERT INTO {buckets} ({bucket_columns}) "  # noqa: S608
+            f"SELECT 'day', %(day)s, {dims_f}, {_TOTALS_COLUMNS}, {_PERCENTILE_COLUMNS} "
+            f"FROM (SELECT f.d, {dims_f}, {fine_sums} FROM rollup_hour AS f "
+            f"GROUP BY f.d, {dims_f}) AS f JOIN rollup_pct AS p ON p.g = {_G_DAY} AND p.d = f.d",
+            params,
+        )
+        cursor.execute("SET LOCAL enable_nestloop = on")
+        cursor.execute(f"DELETE FROM {stats} WHERE start = %(day)s", params)  # noqa: S608
+        cursor.execute(
+            f"INSERT INTO {stats} (start, account_id, requests, errors, "  # noqa: S608
+            f"{_PERCENTILE_COLUMNS}) SELECT %(day)s, t.account_id, t.requests, t.errors, "
+            f"{_PERCENTILE_COLUMNS} FROM (SELECT account_id, sum(requests) AS requests, "
+            f"sum(errors) AS errors FROM rollup_hour GROUP BY GROUPING SETS ((account_id), ())) "
+            f"AS t JOIN rollup_pct AS p ON p.g IN ({_G_ACCOUNT}, {_G_ALL}) "
+            f"AND p.account_id IS NOT DISTINCT FROM t.account_id",
+            params,
+        )
+        # The dashboard's series: the day buckets summed per account x model, machine or key,
+        # and per model for all accounts.
+        cursor.execute(f"DELETE FROM {series} WHERE start = %(day)s", params)  # noqa: S608
+        day_buckets = f"FROM {buckets} WHERE period = 'day' AND start = %(day)s"
+        cursor.execute(
+            f"INSERT INTO {series} (start, account_id, dimension, model, machine_id, "
+            f"api_key_id, {_TOTALS_COLUMNS}) "
+            f"SELECT %(day)s, account_id, 'model', model, NULL::bigint, NULL::bigint, {_SUMS} "
+            f"{day_buckets} GROUP BY GROUPING SETS ((account_id, model), (model)) UNION ALL "
+            f"SELECT %(day)s, account_id, 'machine', '', machine_id, NULL::bigint, {_SUMS} "
+            f"{day_buckets} AND machine_id IS NOT NULL GROUP BY account_id, machine_id UNION ALL "
+            f"SELECT %(day)s, account_id, 'key', '', NULL::bigint, api_key_id, {_SUMS} "
+            f"{day_buckets} AND api_key_id IS NOT NULL GROUP BY account_id, api_key_id",
+            params,
+        )
+        # Sessions, with the models each used (sorted, comma-separated).
+        cursor.execute("SET LOCAL enable_sort = on")
+        cursor.execute(
+            f"DELETE FROM {sessions} WHERE start = %(day)s "  # noqa: S608
+            f"RETURNING account_id, session_id",
+            params,
+        )
+        touched = set(cursor.fetchall())
         cursor.execute(
             f"INSERT INTO {sessions} (start, account_id, source, session_id, "  # noqa: S608
             f"machine_id, model_names, {_TOTALS_COLUMNS}, first_at, last_at) "
             f"SELECT %(day)s, account_id, source, session_id, max(machine_id), "
             f"left(string_agg(model, ',' ORDER BY model), 1000), {_TOTALS_RESUMMED}, "
             f"min(first_at), max(last_at) FROM (SELECT account_id, source, session_id, model, "
-            f"max(machine_id) AS machine_id, {_TOTALS_SQL_NAMED}, min(occurred_at) AS first_at, "
-            f"max(occurred_at) AS last_at FROM {events} WHERE {in_day} "
+            f"max(machine_id) AS machine_id, {_SUMS}, min(first_at) AS first_at, "
+            f"max(last_at) AS last_at FROM rollup_fine "
             f"GROUP BY account_id, source, session_id, model) AS per_model "
-            f"GROUP BY account_id, source, session_id",
+            f"GROUP BY account_id, source, session_id RETURNING account_id, session_id",
             params,
         )
-        cursor.execute(f"DELETE FROM {stats} WHERE start = %(day)s", params)  # noqa: S608
-        cursor.execute(
-            f"INSERT INTO {stats} (start, account_id, requests, errors, "  # noqa: S608
-            f"{_PERCENTILE_COLUMNS}) SELECT %(day)s, account_id, count(*), "
-            f"count(*) FILTER (WHERE {_ERROR_SQL}), {_PERCENTILE_SQL} FROM {events} "
-            f"WHERE {in_day} GROUP BY GROUPING SETS ((account_id), ())",
-            params,
-        )
+        touched |= set(cursor.fetchall())
+        _session_totals_sql(cursor, sessions, totals, touched)
+        # Dropped now, not at commit: a caller's outer transaction may recompute another day.
+        cursor.execute("DROP TABLE rollup_fine, rollup_dims, rollup_keyed, rollup_pct, rollup_hour")
+
+
+def _session_totals_sql(cursor: Any, sessions: str, totals: str, touched: set) -> None:
+    """Rebuild the ``SessionTotal`` of the sessions ``touched`` (account id, session id) from
+    their ``SessionBucket`` rows."""
+    touched = {(account, session) for account, session in touched if session}
+    if not touched:
+        return
+    accounts, ids = zip(*sorted(touched), strict=True)
+    keys = "unnest(%(accounts)s::bigint[], %(ids)s::text[]) AS k (account_id, session_id)"
+    params = {"accounts": list(accounts), "ids": list(ids)}
+    cursor.execute(
+        f"DELETE FROM {totals} AS t USING {keys} "  # noqa: S608
+        f"WHERE t.account_id = k.account_id AND t.session_id = k.session_id",
+        params,
+    )
+    cursor.execute(
+        f"INSERT INTO {totals} (account_id, session_id, {_TOTALS_COLUMNS}, tokens, "  # noqa: S608
+        f"first_day, last_day, first_at, last_at) "
+        f"SELECT b.account_id, b.session_id, {_TOTALS_RESUMMED}, sum(b.input_tokens + "
+        f"b.output_tokens + b.cache_creation_input_tokens + b.cache_read_input_tokens), "
+        f"min(b.start), max(b.start), min(b.first_at), max(b.last_at) "
+        f"FROM {sessions} AS b JOIN {keys} "
+        f"ON b.account_id = k.account_id AND b.session_id = k.session_id "
+        f"GROUP BY b.account_id, b.session_id",
+        params,
+    )
 
 
 # -- recompute: anywhere (Python) -----------------------------------------------------------------
@@ -462,7 +584,26 @@ def _recompute_day_python(day: datetime, hours: list[datetime]) -> None:
     UsageBucket.objects.bulk_create(
         [bucket(Period.DAY, day, key, g) for key, g in day_groups.items()], batch_size=1000
     )
-    SessionBucket.objects.filter(start=day).delete()
+    DailySeries.objects.filter(start=day).delete()
+    DailySeries.objects.bulk_create(
+        [
+            DailySeries(
+                start=day,
+                account_id=account,
+                dimension=dimension,
+                model=model,
+                machine_id=machine,
+                api_key_id=api_key,
+                **totals,
+            )
+            for (account, dimension, model, machine, api_key), totals in _series(day_groups).items()
+        ],
+        batch_size=1000,
+    )
+    sessions = SessionBucket.objects.filter(start=day)
+    touched = set(sessions.values_list("account_id", "session_id"))
+    touched |= {(account, session) for account, _source, session in session_groups}
+    sessions.delete()
     SessionBucket.objects.bulk_create(
         [
             SessionBucket(
@@ -489,6 +630,71 @@ def _recompute_day_python(day: datetime, hours: list[datetime]) -> None:
             for account, g in stat_groups.items()
         ]
     )
+    _session_totals_python(touched)
+
+
+def _series(day_groups: dict[tuple[Any, ...], _Group]) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """``DailySeries`` rows from the day's buckets: (account, dimension, model, machine, key)
+    to their summed totals."""
+    series: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for (account, _source, model, api_key, machine), group in day_groups.items():
+        keys = [
+            (account, Dimension.MODEL, model, None, None),
+            (None, Dimension.MODEL, model, None, None),
+        ]
+        if machine is not None:
+            keys.append((account, Dimension.MACHINE, "", machine, None))
+        if api_key is not None:
+            keys.append((account, Dimension.KEY, "", None, api_key))
+        for key in keys:
+            _sum_into(series.setdefault(key, {}), group.totals())
+    return series
+
+
+def _sum_into(into: dict[str, Any], totals: dict[str, Any]) -> None:
+    """Add one row's totals (``_Totals`` fields) to another's: cost stays null if both are."""
+    for name, value in totals.items():
+        if name == "cost_usd":
+            if value is not None:
+                into[name] = (into.get(name) or Decimal(0)) + value
+            else:
+                into.setdefault(name, None)
+        else:
+            into[name] = into.get(name, 0) + value
+
+
+def _session_totals_python(touched: set[tuple[int, str]]) -> None:
+    by_account: dict[int, set[str]] = defaultdict(set)
+    for account, session in touched:
+        if session:
+            by_account[account].add(session)
+    fields = [f.name for f in SessionBucket._meta.fields if f.name in _TOTAL_FIELDS]
+    for account, ids in by_account.items():
+        rows: dict[str, dict[str, Any]] = {}
+        for row in SessionBucket.objects.filter(account_id=account, session_id__in=ids).values(
+            "session_id", "start", "first_at", "last_at", *fields
+        ):
+            total = rows.setdefault(row["session_id"], {"first_day": row["start"],
+                                    "last_day": row["start"], "first_at": row["first_at"],
+                                    "last_at": row["last_at"]})  # fmt: skip
+            total["first_day"] = min(total["first_day"], row["start"])
+            total["last_day"] = max(total["last_day"], row["start"])
+            total["first_at"] = min(total["first_at"], row["first_at"])
+            total["last_at"] = max(total["last_at"], row["last_at"])
+            _sum_into(total, {name: row[name] for name in fields})
+        SessionTotal.objects.filter(account_id=account, session_id__in=ids).delete()
+        SessionTotal.objects.bulk_create(
+            [
+                SessionTotal(
+                    account_id=account,
+                    session_id=session,
+                    tokens=sum(total[name] for name in TOKEN_FIELDS),
+                    **total,
+                )
+                for session, total in rows.items()
+            ],
+            batch_size=1000,
+        )
 
 
 def _recompute_day(day: datetime, *, engine: str | None = None) -> int:

@@ -21,11 +21,13 @@ from tests.usage.rollup_helpers import (
     raw_totals,
 )
 from usage.models import (
+    DailySeries,
     DailyStats,
     Period,
     RollupPending,
     RollupState,
     SessionBucket,
+    SessionTotal,
     UsageBucket,
     UsageEvent,
 )
@@ -282,11 +284,14 @@ def test_postgres_and_python_compute_the_same_buckets(member, other_member, requ
     history(member.account, machine=machine, days=2, per_day=120)
     history(other_member.account, days=2, per_day=50, seed=11)
 
-    keys = ("period", "start", "account_id", "source", "session_id", "model", "api_key_id")
+    keys = (
+        "period", "start", "account_id", "source", "session_id", "model", "api_key_id",
+        "machine_id", "dimension",
+    )  # fmt: skip
 
     def snapshot() -> dict:
         rows = {}
-        for model in (UsageBucket, SessionBucket, DailyStats):
+        for model in (UsageBucket, SessionBucket, DailyStats, DailySeries, SessionTotal):
             for row in model.objects.all():
                 fields = {f.attname: getattr(row, f.attname) for f in model._meta.concrete_fields}
                 key = (model.__name__, *(fields.get(k) for k in keys))
@@ -298,5 +303,8 @@ def test_postgres_and_python_compute_the_same_buckets(member, other_member, requ
     usage_rollup(since=T0, engine="python")
     python = snapshot()
     assert sql.keys() == python.keys() and len(sql) > 100
+    assert {key[0] for key in sql} == {
+        "UsageBucket", "SessionBucket", "DailyStats", "DailySeries", "SessionTotal",
+    }  # fmt: skip
     for key, values in sql.items():
         assert close(values, python[key]), (key, values, python[key])
