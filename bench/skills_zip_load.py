@@ -1,6 +1,7 @@
 """A 20 MiB skill's zip under load, and what it does to ``/v1`` latency meanwhile.
 
     .venv/bin/python bench/skills_zip_load.py [--duration 10] [--connections 32] [--root DIR]
+                                              [--loop auto|asyncio]
 
 Builds a throwaway data folder (SQLite), an account with an API key, and a public skill of
 20 MiB of incompressible files; serves ``hepgg.asgi:application`` (uvicorn, one worker) from
@@ -124,6 +125,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--root", type=Path, default=ROOT)
     parser.add_argument("--zip-load", nargs=2, metavar=("BASE", "NAME"))
+    parser.add_argument("--loop", default="auto", help="uvicorn's --loop: auto (uvloop), asyncio")
     args = parser.parse_args()
     logging.getLogger("httpx").setLevel(logging.WARNING)
     if args.zip_load:
@@ -136,7 +138,7 @@ def main() -> None:
     env = {**os.environ, "PYTHONPATH": str(args.root)}
     server = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "--port", str(port), "--no-access-log",
-         "--log-level", "warning", "hepgg.asgi:application"],
+         "--log-level", "warning", "--loop", args.loop, "hepgg.asgi:application"],
         cwd=args.root, env=env,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
@@ -150,6 +152,12 @@ def main() -> None:
         else:
             raise SystemExit("the server did not start")
         asyncio.run(run(base, name, key, args.duration, args.connections))
+        status = Path(f"/proc/{server.pid}/status")
+        if status.exists():  # Linux: the server's peak memory over the whole run
+            peak = next(
+                line for line in status.read_text().splitlines() if line.startswith("VmHWM")
+            )
+            print("server peak RSS:", peak.split(":", 1)[1].strip())
     finally:
         server.terminate()
         server.wait(timeout=10)

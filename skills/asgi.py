@@ -88,12 +88,18 @@ def _route(scope: dict[str, Any], hosts: frozenset[str]) -> tuple[str, str] | No
     return None
 
 
-# A body over this goes out in pieces of this size (``more_body``), one per ``send``: the server
-# holds each piece until the client's socket takes it (uvicorn's ``send`` waits while the
-# transport is over its high-water mark), and the loop runs other requests between pieces. One
-# ``send`` of a 20 MiB zip instead handed the transport the whole body at once, and 32 such
-# downloads took ``/v1``'s p99 from 39 to 89 ms (bench/README.md, "Skills zip downloads").
+# A body over this goes out in pieces of this size (``more_body``), one per ``send``: uvicorn's
+# ``send`` waits while the transport is over its high-water mark, so a slow client holds about
+# one piece in the server, whatever the body's size, and the loop serves other requests between
+# pieces. One ``send`` of a whole 20 MiB zip was cheap under uvloop (it writes a bytes body
+# without copying it), but asyncio's own loop copied each one into the transport's buffer (32
+# downloads: 715 MB peak RSS, against 162 MB in pieces; bench/README.md, "Skills zip
+# downloads"), and daphne buffers whatever it is sent.
 BODY_CHUNK = 128 * 1024
+# A client that reads as fast as we write never makes ``send`` wait, so yield to the loop after
+# this many bytes anyway: a long body holds the loop for at most this much work at a time (not
+# after every piece: 32 downloads rescheduled per piece crowd the loop's ready queue).
+YIELD_EVERY = 8 * BODY_CHUNK
 
 
 async def _send(response: HttpResponse, send: Callable[..., Awaitable[Any]]) -> None:
@@ -113,9 +119,7 @@ async def _send(response: HttpResponse, send: Callable[..., Awaitable[Any]]) -> 
                 "more_body": more,
             }
         )
-        if more:
-            # A client that reads fast never makes ``send`` wait: yield anyway, so that a long
-            # body cannot hold the loop for longer than one piece.
+        if more and (offset + BODY_CHUNK) % YIELD_EVERY == 0:
             await asyncio.sleep(0)
 
 
