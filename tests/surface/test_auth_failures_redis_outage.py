@@ -19,6 +19,7 @@ from accounts.services import api_key_mint
 from catalog.models import CatalogModel
 from tests.conftest import Member
 from tests.servers import ServerProcess
+from tests.surface.test_auth_failures import clear_of_window_end
 from tests.test_redis_outage import BOUND, PrivateRedis, private_redis, wait_for_recovery
 
 __all__ = ["private_redis"]  # the fixture, used by name
@@ -96,6 +97,7 @@ def test_failed_auth_limits_hold_per_process_through_a_redis_outage_and_recover(
 ) -> None:
     _, key = api_key_mint(account=member.account, model=catalog_model.slug)
     good = {"authorization": f"Bearer {key}"}
+    clear_of_window_end(int(LIMITS["AUTH_FAILURES_WINDOW_SECONDS"]), margin=120)
 
     # Redis up: failures are counted there.
     with _client(server, "127.0.0.2") as before:
