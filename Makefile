@@ -14,5 +14,5 @@ lock:  ## re-pin every runtime and dev dependency, with hashes, after a change t
 	.venv/bin/pip-compile --quiet --extra dev --generate-hashes --no-emit-index-url \
 	    --no-emit-find-links --allow-unsafe --strip-extras -o requirements.lock pyproject.toml
 
-audit:  ## pip-audit over requirements.lock (AUDIT_REQUIRED=1: fail when no service answers)
+audit:  ## pip-audit over requirements.lock; offline against security/osv/ when its service is unreachable
 	sh scripts/audit.sh

@@ -3,7 +3,8 @@
 The hot paths (``/v1``, ``/anthropic`` and the skills site's reads) are plain ASGI applications
 routed ahead of Django's request stack; everything else (account API, admin, skills imports) is
 the Django ASGI handler, behind ``bounded_bodies`` (each route's body limit, enforced before
-Django reads the body).
+Django reads the body). All of it sits behind ``header_limit`` (a total request header size,
+431 in each surface's shape).
 """
 
 import os
@@ -18,6 +19,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
 from hepgg.lib.bodylimit import bounded_bodies  # noqa: E402
+from hepgg.lib.headerlimit import header_limit  # noqa: E402
 from hepgg.lib.redaction import install_server_log_redaction  # noqa: E402
 from hepgg.lifespan import lifespan, startup  # noqa: E402
 from llm_gateway.app import gateway_app  # noqa: E402
@@ -35,9 +37,12 @@ django_app = bounded_bodies(django_asgi_app, urlconf_for=urlconf_for)
 
 routed = ProtocolTypeRouter(
     {
-        "http": URLRouter(
-            # skills_site answers the skills site's reads itself and hands the rest to Django.
-            [*gateway_routes, *proxy_routes, re_path(r"", skills_site(django_app))]
+        # header_limit: 431 for oversized request headers, before any route (every surface).
+        "http": header_limit(
+            URLRouter(
+                # skills_site answers the skills site's reads itself and hands the rest to Django.
+                [*gateway_routes, *proxy_routes, re_path(r"", skills_site(django_app))]
+            )
         ),
         "lifespan": lifespan,
     }

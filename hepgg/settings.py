@@ -331,6 +331,11 @@ LOGGING = {
 # theirs (GATEWAY_MAX_BODY_BYTES, PROXY_MAX_BODY_BYTES). Django's DATA_UPLOAD_MAX_MEMORY_SIZE.
 DJANGO_MAX_BODY_BYTES = env.int("DJANGO_MAX_BODY_BYTES", default=2_621_440)
 
+# --- Request headers, every surface (hepgg.lib.headerlimit) ---------------------------------
+# uvicorn with httptools (what `make run` serves with) hands the application headers of any size;
+# past this total (names and values, in bytes) the answer is 431 in the surface's shape.
+MAX_REQUEST_HEADER_BYTES = env.int("MAX_REQUEST_HEADER_BYTES", default=32 * 1024)
+
 # --- Skills registry (skills) ---------------------------------------------------------------
 # Import limits, counted while inflating (never from an archive's declared sizes); the defaults
 # sit near the ecosystem's own (the `skills` CLI caps archives at 1,000 files).

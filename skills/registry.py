@@ -366,9 +366,10 @@ def zip_get(version: Version, *, root: bool) -> bytes:
 
 async def azip_get(version: Version, *, root: bool) -> bytes:
     """``zip_get`` for the event loop. A zip is built once per process however many requests
-    ask for it at once (they wait for the one build), its files are read on the shared thread
-    (the database) but deflated on a worker thread of their own, so that a large skill's build
-    does not hold up the credential look-ups and sync views that share that thread."""
+    ask for it at once (they wait for the one build). Its files are read from the database on
+    the shared thread one file per hop (credential look-ups and sync views run between them),
+    and deflated on a worker thread of their own, so that a large skill's build never holds
+    that thread for longer than one file's read."""
     global zip_builds
     key = _zip_key(version, root)
     content = _zips.get(key)
@@ -381,7 +382,7 @@ async def azip_get(version: Version, *, root: bool) -> bytes:
     _zip_builds_in_flight[key] = future
     try:
         zip_builds += 1
-        files = await off_loop(version_contents)(version)
+        files = [(entry.path, await ablob_get(entry.sha256)) for entry in version.files]
         folder = "" if root else f"{version.name}/"
         content = await asyncio.to_thread(build_zip, files, folder=folder)
         _zips.put(key, content, len(content))

@@ -13,8 +13,11 @@ costs nothing (no Redis round trip, no query). Per ``(kind, client)`` and fixed 
   looking them up (``blocked``: process memory, no I/O).
 
 Counters live in Redis (one pipelined ``INCR``/``EXPIRE`` per failure) so that every process
-sees them; without Redis, or while it fails, in process memory. Process memory is bounded
-(``MAX_TRACKED`` clients, the oldest dropped first), so no flood of addresses can fill it.
+sees them; without Redis, or while it fails, in process memory. A failed Redis call trips the
+process's breaker (``hepgg.lib.redis``): until its probe sees Redis again, failures are counted
+in process without trying Redis, so an outage costs a refusal no connect or timeout. Process
+memory is bounded (``MAX_TRACKED`` clients, the oldest dropped first), so no flood of addresses
+can fill it.
 
 The client is the connection's peer address, or, behind a load balancer, the rightmost entry of
 the header ``CLIENT_IP_HEADER`` names (e.g. ``X-Forwarded-For``: the one the balancer appended).
@@ -33,7 +36,7 @@ from typing import Any
 
 from django.conf import settings
 
-from hepgg.lib.redis import async_redis, redis_configured, sync_redis
+from hepgg.lib.redis import OUTAGE, async_redis, redis_failed, redis_up, sync_redis
 
 logger = logging.getLogger(__name__)
 
@@ -138,20 +141,28 @@ def _redis_key(key: str, window: int) -> str:
     return f"{_NAMESPACE}{key}:{window}"
 
 
+def _redis_unavailable(exc: Exception) -> None:
+    if isinstance(exc, OUTAGE):
+        redis_failed(exc)
+        logger.warning("auth failure counter: Redis unavailable, counting in process")
+    else:  # not an outage (a bug, a wrong reply): still count, and say what it was
+        logger.exception("auth failure counter: Redis call failed, counting in process")
+
+
 async def afailed(kind: str, client: str) -> Verdict:
     """Count one failed ``kind`` credential from ``client``; waits out the slow stage's delay.
     Returns a ``Verdict`` whose ``retry_after`` is set when the answer must be a 429."""
     key = _key(kind, client)
     window, left = _window()
     count = None
-    if redis_configured():
+    if redis_up():
         try:
             pipe = async_redis().pipeline(transaction=False)
             pipe.incr(_redis_key(key, window))
             pipe.expire(_redis_key(key, window), left + 1)
             count = int((await pipe.execute())[0])
-        except Exception:  # Redis down: count in this process rather than not at all
-            logger.warning("auth failure counter: Redis unavailable, counting in process")
+        except Exception as exc:  # Redis down: count in this process rather than not at all
+            _redis_unavailable(exc)
     if count is None:
         count = _local.incr(key, window)
     verdict = _verdict(key, count, left)
@@ -165,14 +176,14 @@ def failed(kind: str, client: str) -> Verdict:
     key = _key(kind, client)
     window, left = _window()
     count = None
-    if redis_configured():
+    if redis_up():
         try:
             pipe = sync_redis().pipeline(transaction=False)
             pipe.incr(_redis_key(key, window))
             pipe.expire(_redis_key(key, window), left + 1)
             count = int(pipe.execute()[0])
-        except Exception:
-            logger.warning("auth failure counter: Redis unavailable, counting in process")
+        except Exception as exc:
+            _redis_unavailable(exc)
     if count is None:
         count = _local.incr(key, window)
     verdict = _verdict(key, count, left)

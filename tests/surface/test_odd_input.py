@@ -98,3 +98,59 @@ def _odd_credentials(world: World) -> None:
     assert me.status_code == 401 and set(me.json()) == {"error"}
     proxy = world.http.get("/anthropic/pt_%ff%fe/v1/messages")
     assert proxy.status_code == 401 and proxy.json()["error"]["type"] == "authentication_error"
+
+
+BIG_HEADERS = {
+    "one 64 KiB header": {"x-big": "a" * 64 * 1024},
+    "100 KiB in 100 headers": {f"x-h{n}": "b" * 1024 for n in range(100)},
+}
+
+
+@pytest.fixture
+def uvicorn_world(
+    hepgg_server: Callable[..., ServerProcess], member: Member, catalog_model: CatalogModel
+) -> Iterator[World]:
+    """``make run``'s server: uvicorn with httptools, which passes headers of any size on."""
+    _, api_key = api_key_mint(account=member.account, model=catalog_model.slug)
+    _, skills_key = skills_key_issue(account=member.account)
+    server = hepgg_server(server="uvicorn")
+    with httpx.Client(base_url=server.base_url, timeout=30) as http:
+        yield World(http, member.master_token, api_key, skills_key)
+
+
+def test_oversized_headers_get_431_in_each_surfaces_shape_under_uvicorn(
+    uvicorn_world: World,
+) -> None:
+    world = uvicorn_world
+    bearer = {"authorization": f"Bearer {world.api_key}"}
+    master = {"authorization": f"Bearer {world.master}"}
+    # Headers under the limit still reach the application (an 8 KiB credential included).
+    assert (
+        world.http.get("/v1/models", headers={**bearer, "x-pad": "p" * 16_000}).status_code == 200
+    )
+    assert world.http.get("/me", headers={**master, "x-pad": "p" * 16_000}).status_code == 200
+    for name, big in BIG_HEADERS.items():
+        v1 = world.http.get("/v1/models", headers={**bearer, **big})
+        assert v1.status_code == 431, (name, v1.text)
+        assert v1.json()["error"]["code"] == "request_headers_too_large"
+        _openai_error(v1)
+        chat = world.http.post("/v1/chat/completions", json={}, headers={**bearer, **big})
+        assert chat.status_code == 431 and chat.json()["error"]["type"] == "invalid_request_error"
+        proxy = world.http.post("/anthropic/pt_" + "x" * 43 + "/v1/messages", headers=big)
+        assert proxy.status_code == 431, (name, proxy.text)
+        assert proxy.json()["type"] == "error"
+        assert proxy.json()["error"]["type"] == "invalid_request_error"
+        for path in ("/me", "/keys", "/admin/login/"):
+            account = world.http.get(path, headers={**master, **big})
+            assert account.status_code == 431, (name, path, account.text)
+            assert set(account.json()) == {"error"}
+        for method, path in (
+            ("GET", "/skills/"),
+            ("GET", f"/skills/k/{world.skills_key}/index.json"),
+            ("POST", f"/skills/k/{world.skills_key}/import"),
+        ):
+            skills = world.http.request(method, path, headers=big, content=b"{}")
+            assert skills.status_code == 431, (name, path, skills.text)
+            assert skills.json()["errors"][0]["message"].startswith("Request headers too large")
+    # The refusals closed their connections; the server serves the next request as before.
+    assert world.http.get("/v1/models", headers=bearer).status_code == 200
