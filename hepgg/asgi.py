@@ -49,13 +49,16 @@ routed = ProtocolTypeRouter(
 )
 
 
+_gateway, _proxy = header_limit(gateway_app), header_limit(proxy_app)
+
+
 async def application(scope, receive, send):
     """The two hot paths go straight to their apps (the same routes ``routed`` has, without its
     two routers' work on every request: measured a few per cent of a relayed request's CPU)."""
     if scope["type"] == "http" and not scope.get("root_path"):
         path = scope["path"]
         if path.startswith("/v1/"):
-            return await gateway_app(scope, receive, send)
+            return await _gateway(scope, receive, send)
         if path.startswith("/anthropic/"):
-            return await proxy_app(scope, receive, send)
+            return await _proxy(scope, receive, send)
     return await routed(scope, receive, send)
