@@ -198,10 +198,6 @@ class Response:
         while chunk := await self.readany():
             yield chunk
 
-    @property
-    def complete(self) -> bool:
-        return self._done and self._error is None
-
     def release(self) -> None:
         """Done with the response: its connection goes back to the pool if it can be reused."""
         conn, self._conn = self._conn, None
