@@ -35,6 +35,7 @@ from django.conf import settings
 logger = logging.getLogger(__name__)
 
 _MTOK = Decimal(1_000_000)
+_ZERO = Decimal(0)
 _CENT_FRACTION = Decimal("1e-8")  # usage_event.cost_usd keeps 8 decimal places
 _MEMO_LIMIT = 4096  # model names are client-shaped: bound what one process remembers
 
@@ -55,13 +56,6 @@ class PriceRow:
     rates: Rates
     long_threshold: int | None = None
     long_rates: Rates | None = None
-
-
-def _term(tokens: int, price: Decimal | None) -> Decimal | None:
-    """``tokens`` at ``price`` per million; None when tokens were used that have no price."""
-    if not tokens:
-        return Decimal(0)
-    return None if price is None else tokens * price
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +136,7 @@ class PriceTable:
         if not (
             input_tokens or output_tokens or cache_creation_input_tokens or cache_read_input_tokens
         ):
-            return Decimal(0)  # nothing used, nothing to pay, whatever the model
+            return _ZERO  # nothing used, nothing to pay, whatever the model
         row = self.row_for(model, occurred_at.astimezone(UTC).date())
         if row is None:
             return None
@@ -159,18 +153,29 @@ class PriceTable:
             and (prompt > row.long_threshold)
         ):
             rates = row.long_rates
-        total = Decimal(0)
-        for tokens, price in (
-            (input_tokens, rates.input),
-            (output_tokens, rates.output),
-            (cache_creation_input_tokens - one_hour, rates.cache_write_5m),
-            (one_hour, rates.cache_write_1h),
-            (cache_read_input_tokens, rates.cache_read),
-        ):
-            term = _term(tokens, price)
-            if term is None:
+        # Unrolled (no tuple per term): this runs for every metered request.
+        total = _ZERO
+        if input_tokens:  # tokens used that have no price: the request cannot be priced
+            if rates.input is None:
                 return None
-            total += term
+            total = input_tokens * rates.input
+        if output_tokens:
+            if rates.output is None:
+                return None
+            total += output_tokens * rates.output
+        five_minutes = cache_creation_input_tokens - one_hour
+        if five_minutes:
+            if rates.cache_write_5m is None:
+                return None
+            total += five_minutes * rates.cache_write_5m
+        if one_hour:
+            if rates.cache_write_1h is None:
+                return None
+            total += one_hour * rates.cache_write_1h
+        if cache_read_input_tokens:
+            if rates.cache_read is None:
+                return None
+            total += cache_read_input_tokens * rates.cache_read
         return (total / _MTOK).quantize(_CENT_FRACTION)
 
 
@@ -224,16 +229,24 @@ def price_table() -> PriceTable:
         return _store(PriceTable.load())
 
 
+def loaded_price_table() -> PriceTable | None:
+    """The process's table if one is loaded, never waiting for the database (safe on the
+    request path); a stale one is returned while a task on the running loop reloads it."""
+    table = _table
+    if table is not None and _expires <= time.monotonic() and not _refreshing:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # sync code: the next caller on a loop reloads it
+            return table
+        task = loop.create_task(_refresh())
+        _refreshing.add(task)
+        task.add_done_callback(_refreshing.discard)
+    return table
+
+
 async def aprice_table() -> PriceTable:
     """The process's table for the event loop: no query once loaded (stale-while-reloading)."""
-    table = _table
-    if table is not None:
-        if _expires <= time.monotonic() and not _refreshing:
-            task = asyncio.get_running_loop().create_task(_refresh())
-            _refreshing.add(task)
-            task.add_done_callback(_refreshing.discard)
-        return table
-    return await database_sync_to_async(price_table)()
+    return loaded_price_table() or await database_sync_to_async(price_table)()
 
 
 async def _refresh() -> None:

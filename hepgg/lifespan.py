@@ -4,14 +4,15 @@
   sends no lifespan events): usage spilled to disk by an earlier process that died during a
   database outage is replayed in a thread.
 - Shutdown: every batching buffer (``hepgg.lib.batching``: usage, rate-limit charges and
-  snapshots) is flushed, then outbound connections are closed. Under uvicorn (``--lifespan
-  on``) the ASGI lifespan shutdown does it on the event loop (``shutdown``); under daphne an
-  exit hook does it (``shutdown_at_exit``); under uvicorn the hook runs too and finds nothing
-  left to write.
+  snapshots) is flushed, then outbound connections and the writer thread's database
+  connection are closed. Under uvicorn (``--lifespan on``) the ASGI lifespan shutdown does it
+  on the event loop (``shutdown``); under daphne an exit hook does it (``shutdown_at_exit``);
+  under uvicorn the hook runs too and finds nothing left to write.
 """
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import threading
 from typing import Any
@@ -34,9 +35,11 @@ def startup() -> None:
 
 
 async def shutdown() -> None:
-    """Graceful shutdown on the event loop: write every buffer, close outbound connections."""
+    """Graceful shutdown on the event loop: write every buffer, close outbound connections
+    and the writer thread's database connection."""
     await batching.flush_all()
     await close_client()
+    await asyncio.to_thread(batching.close_writer_connections)
 
 
 def shutdown_at_exit() -> None:

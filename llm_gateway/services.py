@@ -33,7 +33,7 @@ from hepgg.lib.sse import SSEDecoder
 from llm_gateway.errors import GatewayError, InvalidApiKey, sse_error_event, upstream_error
 from llm_gateway.metering import Tally
 from llm_gateway.providers import Route, aroute, error_from_body
-from usage.writer import usage_writer
+from usage.writer import NOT_PRICED_YET, record_cost, usage_writer
 
 logger = logging.getLogger(__name__)
 
@@ -513,20 +513,13 @@ async def _meter(*, identity: ApiKeyIdentity, tally: Tally, status: int, estimat
     """Record the usage event and charge the key's token and budget limits."""
     counts = await tally.counts(reached_output=estimate)
     record = tally.record(counts, status=status)
-    usage_writer.record(record)
+    cost = usage_writer.record(record)
     usage_writer.touch_api_key(identity.key_id)
     limits = _limits(identity)
     if limits.tokens_per_minute or limits.monthly_budget_usd:
-        # The price the writer will store for this event, from the same function and table
-        # (in process memory: no query). An unpriced model charges nothing to the budget.
-        cost = (await aprice_table()).cost(
-            model=record.model,
-            occurred_at=record.occurred_at,
-            input_tokens=record.input_tokens,
-            output_tokens=record.output_tokens,
-            cache_creation_input_tokens=record.cache_creation_input_tokens,
-            cache_read_input_tokens=record.cache_read_input_tokens,
-        )
+        if cost is NOT_PRICED_YET:  # the process's first requests: load the table, price here
+            cost = record_cost(record, await aprice_table())
+        # The price stored with the event charges the budget; an unpriced model charges nothing.
         await ratelimit.charge(
             identity.key_public_id,
             limits,

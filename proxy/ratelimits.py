@@ -1,10 +1,10 @@
 """The latest subscription limits per machine, written off the request path.
 
 ``rate_limits.observe(machine_id, values)`` only replaces an entry in a dict; a flusher
-(``hepgg.lib.batching``) writes what changed every ``PROXY_RATELIMIT_FLUSH_SECONDS`` (one thread
-hop per flush, one conditional UPDATE per machine seen since the last one). Only the latest
-values matter, so a burst of requests from one machine costs one write; what a crash loses is
-seconds of a value the next response brings again.
+(``hepgg.lib.batching``) writes what changed every ``PROXY_RATELIMIT_FLUSH_SECONDS`` (one hop
+to the writer thread per flush, one conditional UPDATE per machine seen since the last one).
+Only the latest values matter, so a burst of requests from one machine costs one write; what a
+crash loses is seconds of a value the next response brings again.
 """
 
 from __future__ import annotations
@@ -13,12 +13,11 @@ import logging
 import threading
 from datetime import datetime
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, close_old_connections
+from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
-from hepgg.lib.batching import Flusher
+from hepgg.lib.batching import Flusher, in_writer_thread
 
 logger = logging.getLogger(__name__)
 
@@ -65,14 +64,7 @@ class RateLimitSnapshots:
         return written
 
     async def aflush(self) -> int:
-        return await sync_to_async(self._flush_in_thread, thread_sensitive=False)()
-
-    def _flush_in_thread(self) -> int:
-        close_old_connections()
-        try:
-            return self.flush()
-        finally:
-            close_old_connections()
+        return await in_writer_thread(self.flush)
 
 
 rate_limits = RateLimitSnapshots()

@@ -19,6 +19,7 @@ from catalog.models import CatalogModel, Price
 from catalog.pricing import forget_prices
 from catalog.services import price_file_read, prices_load
 from hepgg.lib import authfailures, sharedcache
+from hepgg.lib.batching import close_writer_connections
 from tests.servers import ServerProcess, start_hepgg
 from usage.writer import usage_writer
 
@@ -68,6 +69,9 @@ def _fresh_process_state(settings, tmp_path: Path) -> Iterator[None]:
     authfailures.clear_local()
     yield
     usage_writer.flush()
+    # The writer thread keeps its connection between flushes: not past a test (a test
+    # database is dropped at the end, and some tests point the settings elsewhere).
+    close_writer_connections()
     sharedcache.clear_local()
     forget_prices()
     authfailures.clear_local()

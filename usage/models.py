@@ -75,23 +75,6 @@ def bucket_label(value: Any, group_by: str) -> str | None:
     return str(value)
 
 
-def dedupe_key(*, source: str, request_id: str, message_id: str, event_id: str = "") -> str:
-    """The key that makes one upstream request one event per account.
-
-    Claude traffic (the proxy, ``ccas sync``) is keyed by the upstream request id, else by the
-    message id, so a request metered by the proxy and read again from a transcript counts once.
-    Otherwise the recording surface's own id of the request (``UsageRecord.event_id``: the
-    gateway's ``x-request-id``) keys it, so that writing a record twice (a replay of spilled
-    usage after a crash) cannot count it twice. Events with none of these are not deduped.
-    """
-    if source in (Source.PROXY, Source.SYNC):
-        if request_id:
-            return request_id[:200]
-        if message_id:
-            return f"msg:{message_id[:200]}"
-    return f"ev:{event_id[:64]}" if event_id else ""
-
-
 class UsageEventQuerySet(models.QuerySet["UsageEvent"]):
     def between(self, since: datetime | None, until: datetime | None) -> UsageEventQuerySet:
         qs = self
@@ -106,13 +89,28 @@ class UsageEventQuerySet(models.QuerySet["UsageEvent"]):
 
 
 class UsageEvent(models.Model):
-    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="usage_events")
+    # Every index costs each metered request an insert: account lookups use the indexes that
+    # start with it, and the key and machine indexes hold only the events that have one (a
+    # gateway event has no machine, a proxy event no key).
+    account = models.ForeignKey(
+        Account, on_delete=models.CASCADE, related_name="usage_events", db_index=False
+    )
     source = models.CharField(max_length=16, choices=Source.choices)
     api_key = models.ForeignKey(
-        ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="usage_events"
+        ApiKey,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="usage_events",
+        db_index=False,
     )
     machine = models.ForeignKey(
-        Machine, null=True, blank=True, on_delete=models.SET_NULL, related_name="usage_events"
+        Machine,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="usage_events",
+        db_index=False,
     )
     model = models.CharField(max_length=200, blank=True)
     occurred_at = models.DateTimeField(default=timezone.now)
@@ -148,6 +146,13 @@ class UsageEvent(models.Model):
             models.Index(fields=["account", "occurred_at"]),
             # The rollups read one hour or day of every account at a time.
             models.Index(fields=["occurred_at"], name="usage_event_occurred_at"),
+            # Deleting a key or a machine nulls its events' references.
+            models.Index(
+                fields=["api_key"], name="usage_event_api_key", condition=Q(api_key__isnull=False)
+            ),
+            models.Index(
+                fields=["machine"], name="usage_event_machine", condition=Q(machine__isnull=False)
+            ),
         ]
         constraints = [
             models.UniqueConstraint(

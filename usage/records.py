@@ -12,7 +12,11 @@ can make the database refuse a batch:
 - ``details`` becomes JSON of bounded depth and size (``DETAILS_MAX_DEPTH``,
   ``DETAILS_MAX_CHARS``), with ``"truncated": true`` when something had to go.
 
-``record_to_dict``/``record_from_dict`` are the records' form in the spill and rejected files.
+``record_line`` writes a record, with the cost and dedupe key the writer worked out, as one JSON
+array at C speed (orjson): the writer's buffer entry, a spill file's line, and a row of the batch
+PostgreSQL unpacks. The usual record needs no cleaning (``fits_unchanged`` and the line's own
+checks say so); only one that fails them goes through ``usage_record_clean``.
+``record_from_line``/``record_from_dict`` read a record back from a line or a rejected entry.
 """
 
 from __future__ import annotations
@@ -253,6 +257,124 @@ def usage_record_clean(record: UsageRecord) -> UsageRecord:
 def _plain(text: str) -> bool:
     """ASCII without NUL: nothing to clean."""
     return text.isascii() and "\x00" not in text
+
+
+# -- the record as one JSON line ----------------------------------------------------------------
+# The values of a line, in order: ``UsageEvent``'s columns as the writer inserts them, then the
+# record's ``event_id`` (not a column: it is kept so that a line read back keys the same event).
+# An array, not an object: PostgreSQL parses half the bytes (its JSON parsing was half the
+# database's CPU per event, measured).
+LINE_FIELDS = (
+    "account_id", "source", "model", "api_key_id", "machine_id", "occurred_at", "input_tokens",
+    "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "estimated",
+    "cost_usd", "status_code", "stop_reason", "latency_ms", "ttfb_ms", "request_id",
+    "message_id", "session_id", "dedupe_key", "details", "event_id",
+)  # fmt: skip
+
+
+@functools.cache
+def _fits_unchanged() -> Any:
+    sizes = _column_sizes()
+    source, model, stop = sizes["source"], sizes["model"], sizes["stop_reason"]
+    request, message, session = sizes["request_id"], sizes["message_id"], sizes["session_id"]
+    big, small, inf = BIGINT_MAX, SMALLINT_MAX, math.inf
+
+    def fits(r: UsageRecord) -> bool:
+        return (
+            type(r.source) is str and len(r.source) <= source
+            and type(r.model) is str and len(r.model) <= model
+            and type(r.stop_reason) is str and len(r.stop_reason) <= stop
+            and type(r.request_id) is str and len(r.request_id) <= request
+            and type(r.message_id) is str and len(r.message_id) <= message
+            and type(r.session_id) is str and len(r.session_id) <= session
+            and type(r.event_id) is str and len(r.event_id) <= EVENT_ID_MAX
+            and type(r.input_tokens) is int and 0 <= r.input_tokens <= big
+            and type(r.output_tokens) is int and 0 <= r.output_tokens <= big
+            and type(r.cache_creation_input_tokens) is int
+            and 0 <= r.cache_creation_input_tokens <= big
+            and type(r.cache_read_input_tokens) is int and 0 <= r.cache_read_input_tokens <= big
+            and type(r.estimated) is bool
+            and (r.status_code is None
+                 or (type(r.status_code) is int and 0 <= r.status_code <= small))
+            and (r.latency_ms is None or (type(r.latency_ms) is float and 0 <= r.latency_ms < inf))
+            and (r.ttfb_ms is None or (type(r.ttfb_ms) is float and 0 <= r.ttfb_ms < inf))
+            and (r.api_key_id is None or (type(r.api_key_id) is int and 0 < r.api_key_id <= big))
+            and (r.machine_id is None or (type(r.machine_id) is int and 0 < r.machine_id <= big))
+            and type(r.occurred_at) is datetime and r.occurred_at.tzinfo is not None
+            and type(r.details) is dict
+        )  # fmt: skip
+
+    return fits
+
+
+def fits_unchanged(record: UsageRecord) -> bool:
+    """True when every field but ``details`` already fits its column: the values the surfaces
+    make, checked in one expression (an exact type, a bound). Text may hold any Unicode here:
+    ``record_line`` catches NUL and lone surrogates on the encoded line."""
+    return _fits_unchanged()(record)
+
+
+def record_line(
+    record: UsageRecord, *, cost: Decimal | None, dedupe_key: str, cleaned: bool = False
+) -> bytes | None:
+    """``record``'s line (``LINE_FIELDS``), or None when the line shows that the record needs
+    ``usage_record_clean`` first: a value orjson refuses (a lone surrogate, a huge integer, a
+    set...), a NUL, details beyond the size or, counting every bracket, the depth. A record
+    that was ``cleaned`` is written whatever its size."""
+    r = record
+    try:
+        line = orjson.dumps(
+            (
+                r.account_id, r.source, r.model, r.api_key_id, r.machine_id, r.occurred_at,
+                r.input_tokens, r.output_tokens, r.cache_creation_input_tokens,
+                r.cache_read_input_tokens, r.estimated, None if cost is None else str(cost),
+                r.status_code, r.stop_reason, r.latency_ms, r.ttfb_ms, r.request_id,
+                r.message_id, r.session_id, dedupe_key, r.details, r.event_id,
+            )
+        )  # fmt: skip
+    except TypeError:  # orjson.JSONEncodeError
+        if cleaned:
+            raise
+        return None
+    if cleaned or (
+        len(line) <= DETAILS_MAX_CHARS
+        and b"\\u0000" not in line
+        and line.count(b"{") + line.count(b"[") <= DETAILS_MAX_DEPTH + 1
+    ):
+        return line
+    return None
+
+
+def line_values(line: bytes) -> dict[str, Any]:
+    """A line's values by name (from an array line, or an object line of an older version)."""
+    values = orjson.loads(line)
+    return dict(zip(LINE_FIELDS, values, strict=False)) if isinstance(values, list) else values
+
+
+def record_from_line(line: bytes) -> UsageRecord:
+    """The record a line was made from, cleaned again (raises ``ValueError``/``TypeError`` for
+    a line that is not one)."""
+    values = line_values(line)
+    if not isinstance(values, dict):
+        raise TypeError("a usage line is a JSON array or object")
+    return record_from_dict(values)
+
+
+def dedupe_key(*, source: str, request_id: str, message_id: str, event_id: str = "") -> str:
+    """The key that makes one upstream request one event per account.
+
+    Claude traffic (the proxy, ``ccas sync``) is keyed by the upstream request id, else by the
+    message id, so a request metered by the proxy and read again from a transcript counts once.
+    Otherwise the recording surface's own id of the request (``UsageRecord.event_id``: the
+    gateway's ``x-request-id``) keys it, so that writing a record twice (a replay of spilled
+    usage after a crash) cannot count it twice. Events with none of these are not deduped.
+    """
+    if source == "proxy" or source == "sync":  # Source.PROXY, Source.SYNC
+        if request_id:
+            return request_id[:200]
+        if message_id:
+            return f"msg:{message_id[:200]}"
+    return f"ev:{event_id[:64]}" if event_id else ""
 
 
 # -- the records' form on disk ------------------------------------------------------------------

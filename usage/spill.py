@@ -4,15 +4,17 @@ Both live in one folder (``USAGE_SPILL_DIR``, in the data folder by default), as
 operator can read:
 
 - ``spill-<time_ns>-<pid>.jsonl``: records written while the database was unreachable, waiting
-  to be written to it, oldest file first, in batches. A process appends to its own current file
+  to be written to it, oldest file first, in batches. Each line is the writer's line as it was
+  buffered: a JSON array of the values named by ``usage.records.LINE_FIELDS`` (an older
+  version's JSON objects are read too). A process appends to its own current file
   and holds an exclusive ``flock`` on it; a file is drained by whichever process takes its lock
   first, so files left by a process that died (its locks died with it) are drained by the next
   one, and no two processes ever drain one file. Progress through a file is kept in
   ``<file>.offset`` after each batch; a batch written again after a crash between the two is
   dropped by the events' dedupe keys.
-- ``rejected.jsonl``: records the database refused even once cleaned, one per line with the
-  reason, set aside so that one bad record never blocks the others.
-  ``manage.py replay_usage`` writes both again.
+- ``rejected.jsonl``: records the database refused even once cleaned, one JSON object per line
+  with the record by field name and the reason, set aside so that one bad record never blocks
+  the others. ``manage.py replay_usage`` writes both again.
 
 The folder is capped at ``USAGE_SPILL_MAX_BYTES`` of spill files; beyond it new records are
 dropped, and the log says how many.
@@ -33,7 +35,7 @@ from typing import IO, Any
 
 import orjson
 
-from usage.records import UsageRecord, record_from_dict, record_to_dict
+from usage.records import UsageRecord, line_values, record_from_line, record_to_dict
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +69,17 @@ def _write_offset(path: Path, offset: int) -> None:
     temporary = target.with_name(target.name + ".tmp")
     temporary.write_text(str(offset))
     os.replace(temporary, target)
+
+
+def _entry(item: bytes | UsageRecord | str) -> dict[str, Any]:
+    if isinstance(item, str):
+        return {"raw": item}
+    if isinstance(item, bytes):
+        try:
+            return {"record": line_values(item)}
+        except orjson.JSONDecodeError:
+            return {"raw": item.decode("utf-8", "replace")}
+    return {"record": record_to_dict(item)}
 
 
 def _lines(payloads: list[Any]) -> bytes:
@@ -106,20 +119,21 @@ class SpillFolder:
         return total
 
     # -- spilling ---------------------------------------------------------------------------
-    def append(self, records: list[UsageRecord]) -> int:
-        """Append ``records`` to this process's spill file (and fsync it); returns how many fit
-        under the cap, the rest are dropped. Raises ``OSError`` when the folder is unwritable."""
-        if not records:
+    def append(self, lines: list[bytes]) -> int:
+        """Append the writer's ``lines`` (``usage.writer``: one JSON object each, a record and
+        its cost) to this process's spill file (and fsync it); returns how many fit under the
+        cap, the rest are dropped. Raises ``OSError`` when the folder is unwritable."""
+        if not lines:
             return 0
         with self._lock:
             room = self._max_bytes() - self.size()
             data = bytearray()
             kept = 0
-            for record in records:
-                line = orjson.dumps(record_to_dict(record)) + b"\n"
-                if len(data) + len(line) > room:
+            for line in lines:
+                if len(data) + len(line) + 1 > room:
                     break
                 data += line
+                data += b"\n"
                 kept += 1
             if data:
                 handle = self._open_current()
@@ -201,7 +215,7 @@ class SpillFolder:
                 if not line:
                     break
                 try:
-                    batch.append(record_from_dict(orjson.loads(line)))
+                    batch.append(record_from_line(line))
                 except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
                     unreadable.append((line.decode("utf-8", "replace"), f"unreadable: {exc}"))
             if not batch and not unreadable:
@@ -213,18 +227,14 @@ class SpillFolder:
     def rejected_path(self) -> Path:
         return self.directory / REJECTED_NAME
 
-    def set_aside(self, rejected: list[tuple[UsageRecord | str, str]]) -> None:
-        """Append refused records (or unreadable lines) with their reasons to the rejected file."""
+    def set_aside(self, rejected: list[tuple[bytes | UsageRecord | str, str]]) -> None:
+        """Append refused records (the writer's lines, or records) or unreadable lines (text)
+        with their reasons to the rejected file."""
         if not rejected:
             return
         now = datetime.now(UTC).isoformat()
         payloads = [
-            {
-                "rejected_at": now,
-                "reason": reason,
-                **({"raw": item} if isinstance(item, str) else {"record": record_to_dict(item)}),
-            }
-            for item, reason in rejected
+            {"rejected_at": now, "reason": reason, **_entry(item)} for item, reason in rejected
         ]
         self.directory.mkdir(parents=True, exist_ok=True)
         # O_APPEND and one write: lines from several processes never interleave.

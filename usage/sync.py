@@ -28,7 +28,8 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from usage.models import Source, UsageEvent, dedupe_key
+from usage.models import Source, UsageEvent
+from usage.records import dedupe_key
 from usage.writer import UsageRecord
 
 MAX_RECORDS = 1000  # per request; the CLI sends 500

@@ -1,14 +1,17 @@
 """The batched usage writer shared by the OpenAI gateway and the Claude proxy.
 
-Request handlers call ``usage_writer.record(...)`` after their response is done: the record is
-cleaned (``usage.records.usage_record_clean``) and appended to an in-process buffer, and the call
-returns at once. A flusher (``hepgg.lib.batching``) writes the buffer twice per
-``USAGE_FLUSH_SECONDS``, or as soon as ``USAGE_BATCH_SIZE`` records wait, with one ``executemany``
-INSERT per batch in a worker thread (one thread hop per batch, never one per request): a
-record is in the database within ``USAGE_FLUSH_SECONDS`` of being made, which bounds what a
-crash can lose.
-``touch_api_key``/``touch_machine`` refresh ``last_used_at``/``last_seen_at`` in the same flush,
-at most once a minute per row.
+Request handlers call ``usage_writer.record(...)`` after their response is done. The record is
+cleaned if it needs it, priced from the price table in process memory (``catalog.pricing``),
+keyed, and encoded as one JSON line (``usage.records.record_line``) appended to an in-process
+buffer; the call does no I/O and returns the cost it recorded (the gateway's budget charges that
+same cost).
+A flusher (``hepgg.lib.batching``) writes the buffer twice per ``USAGE_FLUSH_SECONDS``, or as
+soon as ``USAGE_BATCH_SIZE`` lines wait, in the writer thread (one thread hop per batch, never
+one per request): on PostgreSQL the lines, joined, are one JSON document that one upsert
+unpacks (``jsonb_to_recordset``), so the serving process does no per-event work for a batch.
+A record is in the database within ``USAGE_FLUSH_SECONDS`` of being made, which bounds what a
+crash can lose. ``touch_api_key``/``touch_machine`` refresh ``last_used_at``/``last_seen_at`` in
+the same flush, at most once a minute per row and process.
 
 Nothing is lost on the way:
 
@@ -35,36 +38,56 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import orjson
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from hepgg.lib.batching import Flusher
-from usage.records import UsageRecord, record_from_dict, usage_record_clean
+from catalog.pricing import loaded_price_table
+from hepgg.lib.batching import Flusher, in_writer_thread
+from usage.records import (
+    LINE_FIELDS,
+    UsageRecord,
+    dedupe_key,
+    fits_unchanged,
+    line_values,
+    record_from_dict,
+    record_line,
+    usage_record_clean,
+)
 from usage.spill import SpillFolder
 
-__all__ = ["UsageRecord", "UsageWriter", "usage_writer"]
+__all__ = ["NOT_PRICED_YET", "UsageRecord", "UsageWriter", "usage_writer"]
 
 logger = logging.getLogger(__name__)
 
 _UNAVAILABLE = (OperationalError, InterfaceError)
 _COST_MAX = Decimal("999999.99999999")  # UsageEvent.cost_usd: 14 digits, 8 after the point
 
+Line = bytes  # one event as ``usage.records.record_line`` encodes it
+
+
+class _NotPricedYet:
+    def __repr__(self) -> str:
+        return "NOT_PRICED_YET"
+
+
+NOT_PRICED_YET: Final = _NotPricedYet()
+"""What ``record`` returns when no price table was loaded yet: the flush prices the record."""
+
 
 class DatabaseUnavailable(Exception):
-    """The database could not be reached; ``records`` were not written (``written`` were)."""
+    """The database could not be reached; ``lines`` were not written (``written`` were)."""
 
-    def __init__(self, records: list[UsageRecord], written: int) -> None:
-        super().__init__(f"{len(records)} usage records not written")
-        self.records = records
+    def __init__(self, lines: list[Line], written: int) -> None:
+        super().__init__(f"{len(lines)} usage records not written")
+        self.lines = lines
         self.written = written
 
 
@@ -74,7 +97,7 @@ def record_cost(record: UsageRecord, prices: Any = None) -> Decimal | None:
     for an unpriced model). ``prices``: a ``PriceTable`` already at hand."""
     from catalog.pricing import price_table
 
-    return (prices or price_table()).cost(
+    cost = (prices if prices is not None else price_table()).cost(
         model=record.model,
         occurred_at=record.occurred_at,
         input_tokens=record.input_tokens,
@@ -83,24 +106,52 @@ def record_cost(record: UsageRecord, prices: Any = None) -> Decimal | None:
         cache_read_input_tokens=record.cache_read_input_tokens,
         cache_creation=record.details.get("cache_creation"),
     )
+    if cost is not None and abs(cost) > _COST_MAX:
+        logger.warning("usage cost %s does not fit the column; stored as unknown", cost)
+        return None
+    return cost
 
 
 def usage_costs(records: list[UsageRecord]) -> list[Decimal | None]:
-    """The cost of each record in USD (None when unpriced): the one place usage is priced, from
-    the dated price table in process memory (no query per batch)."""
+    """The cost of each record in USD (None when unpriced), from the dated price table in
+    process memory (sync code: it loads the table when stale)."""
     from catalog.pricing import price_table
 
     prices = price_table()
     return [record_cost(r, prices) for r in records]
 
 
+def _line(record: UsageRecord, prices: Any) -> tuple[Line, Decimal | None]:
+    """``record`` cleaned (if it needs it), priced and keyed: its line, and its cost."""
+    cleaned = not fits_unchanged(record)
+    if cleaned:
+        usage_record_clean(record)
+    while True:  # at most twice: the line may show that the record needs cleaning after all
+        cost = record_cost(record, prices)  # after cleaning: it reads the cleaned counts
+        key = dedupe_key(
+            source=record.source,
+            request_id=record.request_id,
+            message_id=record.message_id,
+            event_id=record.event_id,
+        )
+        line = record_line(record, cost=cost, dedupe_key=key, cleaned=cleaned)
+        if line is not None:
+            return line, cost
+        usage_record_clean(record)
+        cleaned = True
+
+
+def lines_of(records: list[UsageRecord]) -> list[Line]:
+    """Records (from disk, a replay, made before a price table was loaded) as lines (sync
+    code: it may load the price table)."""
+    from catalog.pricing import price_table
+
+    prices = price_table()
+    return [_line(record, prices)[0] for record in records]
+
+
 # -- the INSERT ------------------------------------------------------------------------------
-_EVENT_COLUMNS = (
-    "account_id", "source", "model", "api_key_id", "machine_id", "occurred_at", "input_tokens",
-    "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "estimated",
-    "cost_usd", "status_code", "stop_reason", "latency_ms", "ttfb_ms", "request_id",
-    "message_id", "session_id", "dedupe_key", "recorded_at", "details",
-)  # fmt: skip
+_EVENT_COLUMNS = LINE_FIELDS[:-1]  # a line's values but the last (event_id) are columns
 
 # One upstream request is one event (``usage.models.dedupe_key``): a second record of it is
 # dropped, except that a proxy record replaces a synced one, since the proxy saw the real counts
@@ -110,122 +161,124 @@ _ON_CONFLICT = (
     "WHERE {table}.{source} = 'sync' AND EXCLUDED.{source} = 'proxy'"
 )
 
-Row = tuple[Any, ...]
 
+class _Statements:
+    """The upsert for the database's vendor, built once per connection alias."""
 
-def _rows(records: list[UsageRecord]) -> list[Row]:
-    from usage.models import dedupe_key
+    def __init__(self, connection: Any) -> None:
+        from usage.models import UsageEvent
 
-    costs = usage_costs(records)
-    now = timezone.now()
-    rows = []
-    for r, cost in zip(records, costs, strict=True):
-        if cost is not None and abs(cost) > _COST_MAX:
-            logger.warning("usage cost %s does not fit the column; stored as unknown", cost)
-            cost = None
-        key = dedupe_key(
-            source=r.source, request_id=r.request_id, message_id=r.message_id, event_id=r.event_id
+        by_attname = {f.attname: f for f in UsageEvent._meta.concrete_fields}
+        self.columns = [by_attname[name] for name in (*_EVENT_COLUMNS, "recorded_at")]
+        quote = connection.ops.quote_name
+        table = quote(UsageEvent._meta.db_table)
+        on_conflict = _ON_CONFLICT.format(
+            account=quote("account_id"),
+            key=quote("dedupe_key"),
+            table=table,
+            source=quote("source"),
+            assignments=", ".join(
+                f"{quote(c.column)} = EXCLUDED.{quote(c.column)}"
+                for c in self.columns
+                if c.column not in ("account_id", "dedupe_key")
+            ),
         )
-        rows.append(
-            (
-                r.account_id, r.source, r.model, r.api_key_id, r.machine_id, r.occurred_at,
-                r.input_tokens, r.output_tokens, r.cache_creation_input_tokens,
-                r.cache_read_input_tokens, r.estimated, cost, r.status_code, r.stop_reason,
-                r.latency_ms, r.ttfb_ms, r.request_id, r.message_id, r.session_id, key, now,
-                r.details,
-            )
-        )  # fmt: skip
-    return rows
+        names = ", ".join(quote(c.column) for c in self.columns)
+        # A row of values, for executemany (SQLite, and every database but PostgreSQL).
+        self.values = "INSERT INTO {} ({}) VALUES ({}) {}".format(  # noqa: S608 - from the model
+            table, names, ", ".join(["%s"] * len(self.columns)), on_conflict
+        )
+        # The batch as one JSON array of lines, unpacked by PostgreSQL: no value is adapted in
+        # Python. Text columns take the text as is (an assignment cast would refuse, never
+        # truncate, what does not fit).
+        values = []
+        for i, column in enumerate(self.columns[:-1]):
+            kind = column.db_type(connection)
+            if kind == "jsonb":
+                values.append(f"line->{i}")
+            elif kind.startswith("varchar"):
+                values.append(f"line->>{i}")
+            else:
+                values.append(f"(line->>{i})::{kind}")
+        self.document = (
+            f"INSERT INTO {table} ({names}) "  # noqa: S608 - names from the model
+            f"SELECT {', '.join(values)}, %s "
+            f"FROM jsonb_array_elements(%s::jsonb) AS line {on_conflict}"
+        )
 
 
-def _insert_events(rows: list[Row]) -> None:
-    """The whole batch in one transaction, as one upsert (see ``_ON_CONFLICT``): from a JSON
-    document on PostgreSQL, else one ``executemany``.
+_statements: dict[str, _Statements] = {}
 
-    Not ``bulk_create``: building a model instance per event cost the gateway a fifth of its CPU
-    under load (profiled); each column is prepared by its own field, as the ORM would.
-    """
+
+def _insert_lines(lines: list[Line]) -> None:
+    """The whole batch in one transaction, as one upsert (see ``_ON_CONFLICT``)."""
     from usage.models import UsageEvent
 
-    if not rows:
+    if not lines:
         return
     connection = connections[UsageEvent.objects.db]
-    by_attname = {f.attname: f for f in UsageEvent._meta.concrete_fields}
-    columns = [by_attname[name] for name in _EVENT_COLUMNS]
+    statements = _statements.get(connection.alias)
+    if statements is None:
+        statements = _statements[connection.alias] = _Statements(connection)
+    now = timezone.now()
+    if connection.vendor == "postgresql":
+        try:
+            with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+                cursor.execute(statements.document, [now, _document(lines)])
+            return
+        except Exception as exc:
+            # One statement may not touch a row twice: a batch holding two records of one
+            # request (rare) is settled first as row-by-row upserts would settle it.
+            if getattr(exc.__cause__, "sqlstate", None) != "21000":
+                raise
+        lines = _one_per_key(lines)
+        with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+            cursor.execute(statements.document, [now, _document(lines)])
+        return
     # Only these need preparing (aware datetime, decimal, JSON); the rest are plain values.
     special = [
-        (i, column) for i, column in enumerate(columns)
+        (i, column) for i, column in enumerate(statements.columns)
         if column.get_internal_type() in {"DateTimeField", "DecimalField", "JSONField"}
     ]  # fmt: skip
-    quote = connection.ops.quote_name
-    table = quote(UsageEvent._meta.db_table)
-    on_conflict = _ON_CONFLICT.format(
-        account=quote("account_id"),
-        key=quote("dedupe_key"),
-        table=table,
-        source=quote("source"),
-        assignments=", ".join(
-            f"{quote(c.column)} = EXCLUDED.{quote(c.column)}"
-            for c in columns
-            if c.column not in ("account_id", "dedupe_key")
-        ),
-    )
-    sql = "INSERT INTO {} ({}) VALUES ({}) {}".format(  # noqa: S608 - names from the model
-        table,
-        ", ".join(quote(column.column) for column in columns),
-        ", ".join(["%s"] * len(columns)),
-        on_conflict,
-    )
+    rows = []
+    for line in lines:
+        values: list[Any] = orjson.loads(line)[: len(_EVENT_COLUMNS)]
+        values.append(now)
+        values[_OCCURRED_AT] = datetime.fromisoformat(values[_OCCURRED_AT])
+        if values[_COST] is not None:
+            values[_COST] = Decimal(values[_COST])
+        for i, column in special:
+            values[i] = column.get_db_prep_save(values[i], connection)
+        rows.append(values)
     with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
-        if connection.vendor != "postgresql" or len(rows) < _JSON_FROM_ROWS:
-            prepared = []
-            for row in rows:
-                values = list(row)
-                for i, column in special:
-                    values[i] = column.get_db_prep_save(values[i], connection)
-                prepared.append(values)
-            cursor.executemany(sql, prepared)
-            return
-        # A batch goes to PostgreSQL as one JSON document that it unpacks into rows
-        # (jsonb_to_recordset) for one upsert: the rows are encoded by orjson in C, where
-        # adapting each value in Python cost ~80 µs of the writer thread's CPU per event
-        # (measured), CPU the event loop then waits for. One statement may not touch a row
-        # twice, so the batch's own duplicates are settled first.
-        names = ", ".join(quote(column.column) for column in columns)
-        record_type = ", ".join(f"{quote(c.column)} {c.db_type(connection)}" for c in columns)
-        document = orjson.dumps(
-            [dict(zip(_EVENT_COLUMNS, row, strict=True)) for row in _one_per_key(rows)],
-            default=str,  # Decimal costs, as exact text
-        ).decode()
-        cursor.execute(
-            f"INSERT INTO {table} ({names}) SELECT {names} "  # noqa: S608 - names from the model
-            f"FROM jsonb_to_recordset(%s::jsonb) AS incoming({record_type}) {on_conflict}",
-            [document],
-        )
+        cursor.executemany(statements.values, rows)
 
 
-_JSON_FROM_ROWS = 8  # below this, executemany's few round trips cost as little
-_KEY = _EVENT_COLUMNS.index("dedupe_key")
-_SOURCE = _EVENT_COLUMNS.index("source")
-_ACCOUNT = _EVENT_COLUMNS.index("account_id")
+def _document(lines: list[Line]) -> str:
+    return (b"[" + b",".join(lines) + b"]").decode()  # text: bytes would be sent as bytea
 
 
-def _one_per_key(rows: list[Any]) -> list[Any]:
-    """The batch as the row-by-row upsert would leave it: the first row of each dedupe key,
-    replaced by a later proxy row when the kept one came from a sync."""
+_OCCURRED_AT = _EVENT_COLUMNS.index("occurred_at")
+_COST = _EVENT_COLUMNS.index("cost_usd")
+
+
+def _one_per_key(lines: list[Line]) -> list[Line]:
+    """The batch as the row-by-row upsert would leave it: the first line of each dedupe key,
+    replaced by a later proxy line when the kept one came from a sync."""
     kept: dict[tuple[Any, str], int] = {}
-    out: list[list[Any]] = []
-    for row in rows:
-        key = row[_KEY]
-        if not key:
-            out.append(row)
-            continue
-        seen = kept.get((row[_ACCOUNT], key))
+    out: list[Line] = []
+    sources: list[str] = []
+    for line in lines:
+        event = line_values(line)
+        key = event.get("dedupe_key")
+        seen = kept.get((event.get("account_id"), key)) if key else None
         if seen is None:
-            kept[(row[_ACCOUNT], key)] = len(out)
-            out.append(row)
-        elif out[seen][_SOURCE] == "sync" and row[_SOURCE] == "proxy":
-            out[seen] = row
+            if key:
+                kept[(event.get("account_id"), key)] = len(out)
+            out.append(line)
+            sources.append(event.get("source"))
+        elif sources[seen] == "sync" and event.get("source") == "proxy":
+            out[seen], sources[seen] = line, "proxy"
     return out
 
 
@@ -233,38 +286,44 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:500]
 
 
-def _live_references(records: list[UsageRecord]) -> list[tuple[UsageRecord, str]]:
+def _live_references(lines: list[Line]) -> tuple[list[Line], list[tuple[Line, str]]]:
     """Set references to deleted keys and machines to null (the events stay, as the foreign
-    keys' SET_NULL would have done); returns the records that cannot be kept: their account
-    is gone (its events went with it) or was never valid."""
+    keys' SET_NULL would have done); returns the lines to write, and those that cannot be
+    kept: their account is gone (its events went with it) or was never valid."""
     from accounts.models import Account, ApiKey, Machine
 
     def live(model: Any, ids: set[Any]) -> set[int]:
         ids = {i for i in ids if isinstance(i, int) and not isinstance(i, bool)}
         return set(model.objects.filter(id__in=ids).values_list("id", flat=True)) if ids else set()
 
-    keys = live(ApiKey, {r.api_key_id for r in records if r.api_key_id is not None})
-    machines = live(Machine, {r.machine_id for r in records if r.machine_id is not None})
-    accounts = live(Account, {r.account_id for r in records})
-    refused = []
-    for record in records:
-        if record.account_id not in accounts:
-            refused.append((record, "the account does not exist (any more)"))
+    events = [line_values(line) for line in lines]
+    keys = live(ApiKey, {e.get("api_key_id") for e in events} - {None})
+    machines = live(Machine, {e.get("machine_id") for e in events} - {None})
+    accounts = live(Account, {e.get("account_id") for e in events})
+    kept, refused = [], []
+    for line, event in zip(lines, events, strict=True):
+        if event.get("account_id") not in accounts:
+            refused.append((line, "the account does not exist (any more)"))
             continue
-        if record.api_key_id is not None and record.api_key_id not in keys:
-            record.api_key_id = None
-        if record.machine_id is not None and record.machine_id not in machines:
-            record.machine_id = None
-    return refused
+        changed = False
+        for name, alive in (("api_key_id", keys), ("machine_id", machines)):
+            if event.get(name) is not None and event[name] not in alive:
+                event[name], changed = None, True
+        kept.append(orjson.dumps([event.get(name) for name in LINE_FIELDS]) if changed else line)
+    return kept, refused
 
 
 # -- the writer ------------------------------------------------------------------------------
 class UsageWriter:
     def __init__(self) -> None:
-        self._pending: list[UsageRecord] = []
+        self._pending: list[Line] = []
+        self._unpriced: list[UsageRecord] = []  # made before this process had a price table
         self._touched_keys: set[int] = set()
         self._touched_machines: set[int] = set()
+        self._touched_at: dict[tuple[str, int], float] = {}
         self._dropped = 0  # records refused for want of memory since the last flush
+        self._limits: tuple[int, int] | None = None  # USAGE_BATCH_SIZE, USAGE_MEMORY_MAX_EVENTS
+        self._resolution: float | None = None  # LAST_USED_RESOLUTION_SECONDS
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()  # one flush at a time
         self._drain_lock = threading.Lock()
@@ -284,29 +343,61 @@ class UsageWriter:
         )
 
     # -- called on the request path: no I/O ------------------------------------------------
-    def record(self, record: UsageRecord) -> None:
-        usage_record_clean(record)
+    def record(self, record: UsageRecord) -> Decimal | _NotPricedYet | None:
+        """Buffer ``record`` (cleaned in place if a field needs it); returns its cost in USD as
+        stored (None: unpriced), or ``NOT_PRICED_YET`` if this process has no price table yet
+        (then the flush prices it)."""
+        prices = loaded_price_table()
+        cost: Decimal | _NotPricedYet | None = NOT_PRICED_YET
+        line = None
+        if prices is not None:
+            line, cost = _line(record, prices)
+        batch_size, max_events = self._limits or self._read_limits()
         with self._lock:
-            if len(self._pending) >= settings.USAGE_MEMORY_MAX_EVENTS:
+            if len(self._pending) + len(self._unpriced) >= max_events:
                 self._dropped += 1  # counted and logged by the next flush, off this path
-                return
-            self._pending.append(record)
-            full = len(self._pending) >= settings.USAGE_BATCH_SIZE
+                return cost
+            if line is None:
+                self._unpriced.append(usage_record_clean(record))
+                full = False
+            else:
+                self._pending.append(line)
+                full = len(self._pending) >= batch_size
         self._flusher.poke(now=full)
+        return cost
+
+    def _read_limits(self) -> tuple[int, int]:
+        # Read from the settings again after each flush, not per request: a settings lookup
+        # costs as much as the append.
+        self._limits = (settings.USAGE_BATCH_SIZE, settings.USAGE_MEMORY_MAX_EVENTS)
+        return self._limits
 
     def touch_api_key(self, key_id: int) -> None:
-        self._touched_keys.add(key_id)
+        self._touch_later("key", key_id, self._touched_keys)
 
     def touch_machine(self, machine_id: int) -> None:
-        self._touched_machines.add(machine_id)
+        self._touch_later("machine", machine_id, self._touched_machines)
+
+    def _touch_later(self, kind: str, row_id: int, touched: set[int]) -> None:
+        # Once per LAST_USED_RESOLUTION_SECONDS per row in this process: the flush's UPDATE
+        # also skips rows another process touched within it.
+        now = time.monotonic()
+        resolution = self._resolution
+        if resolution is None:
+            resolution = self._resolution = settings.LAST_USED_RESOLUTION_SECONDS
+        if now - self._touched_at.get((kind, row_id), -1e18) >= resolution:
+            self._touched_at[(kind, row_id)] = now
+            touched.add(row_id)
+            if len(self._touched_at) > 100_000:  # bounded: forget, and touch again
+                self._touched_at.clear()
 
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        return len(self._pending) + len(self._unpriced)
 
     def _has_work(self) -> bool:
         return (
-            bool(self._pending or self._touched_keys or self._touched_machines)
+            bool(self._pending or self._unpriced or self._touched_keys or self._touched_machines)
             or self.spill.backlog_known
         )
 
@@ -314,8 +405,10 @@ class UsageWriter:
     def flush(self) -> int:
         """Write what waits in memory, and spilled records; returns the number of events
         written. Sync code only (it blocks on the database)."""
+        self._limits = self._resolution = None  # read from the settings again
         with self._lock:
             batch, self._pending = self._pending, []
+            unpriced, self._unpriced = self._unpriced, []
             keys, self._touched_keys = self._touched_keys, set()
             machines, self._touched_machines = self._touched_machines, set()
             dropped, self._dropped = self._dropped, 0
@@ -326,53 +419,52 @@ class UsageWriter:
                 settings.USAGE_MEMORY_MAX_EVENTS,
             )
         with self._write_lock:
+            if unpriced:
+                try:
+                    batch = lines_of(unpriced) + batch
+                except _UNAVAILABLE:  # no price table to be had: the records wait, unpriced
+                    with self._lock:
+                        self._unpriced[:0] = unpriced
+                    unpriced = []
             written = self._deliver(batch)
             if not self.spill.backlog_known:
                 self._touch(keys, machines)
         return written
 
     async def aflush(self) -> int:
-        return await sync_to_async(self._flush_in_thread, thread_sensitive=False)()
+        return await in_writer_thread(self.flush)
 
-    def _flush_in_thread(self) -> int:
-        # A worker thread's connection is closed after each flush: at most one connect per
-        # flush interval, and no connection left behind in a pool thread.
-        try:
-            return self.flush()
-        finally:
-            connections.close_all()
-
-    def _deliver(self, batch: list[UsageRecord]) -> int:
+    def _deliver(self, batch: list[Line]) -> int:
         if self.spill.has_backlog():
             # Older events wait on disk: these go behind them, so that the backlog is written
             # oldest first, and a crash now loses none of them.
             self._spill(batch)
             return 0
         try:
-            return self.write_events(batch)
+            return self.write_lines(batch)
         except DatabaseUnavailable as exc:
             logger.warning(
                 "usage: database unavailable, events spilled to %s until it is back",
                 self.spill.directory,
             )
-            self._spill(exc.records)
+            self._spill(exc.lines)
             return exc.written
 
-    def _spill(self, records: list[UsageRecord]) -> None:
-        """Append ``records`` to the spill files, and make sure a drainer writes them back."""
+    def _spill(self, lines: list[Line]) -> None:
+        """Append ``lines`` to the spill files, and make sure a drainer writes them back."""
         try:
-            kept = self.spill.append(records)
+            kept = self.spill.append(lines)
         except OSError:
             logger.exception("usage: cannot spill to %s; kept in memory", self.spill.directory)
             with self._lock:
-                room = max(0, settings.USAGE_MEMORY_MAX_EVENTS - len(self._pending))
-                self._pending[:0] = records[-room:] if room else []
-                self._dropped += len(records) - min(room, len(records))
+                room = max(0, settings.USAGE_MEMORY_MAX_EVENTS - self.pending)
+                self._pending[:0] = lines[-room:] if room else []
+                self._dropped += len(lines) - min(room, len(lines))
             return
-        if kept < len(records):
+        if kept < len(lines):
             logger.error(
                 "usage: %d events dropped: the spill folder holds USAGE_SPILL_MAX_BYTES (%d)",
-                len(records) - kept,
+                len(lines) - kept,
                 settings.USAGE_SPILL_MAX_BYTES,
             )
         self._ensure_drainer()
@@ -423,25 +515,27 @@ class UsageWriter:
             connections.close_all()
 
     def write_events(self, records: list[UsageRecord]) -> int:
-        """Write ``records`` in one transaction if the database takes them all; otherwise find
+        """Write ``records`` (cleaned and priced here) as ``write_lines`` does."""
+        return self.write_lines(lines_of(records)) if records else 0
+
+    def write_lines(self, lines: list[Line]) -> int:
+        """Write ``lines`` in one transaction if the database takes them all; otherwise find
         and set aside those it refuses, and write the rest. Returns how many were written;
         raises ``DatabaseUnavailable`` with the unwritten ones if the database cannot be
         reached."""
-        if not records:
+        if not lines:
             return 0
         try:
-            _insert_events(_rows(records))
-            return len(records)
+            _insert_lines(lines)
+            return len(lines)
         except _UNAVAILABLE:
-            raise DatabaseUnavailable(records, 0) from None
+            raise DatabaseUnavailable(lines, 0) from None
         except Exception as exc:
-            logger.warning("usage: a batch of %d was refused (%s); sorting it", len(records), exc)
+            logger.warning("usage: a batch of %d was refused (%s); sorting it", len(lines), exc)
         try:
-            refused = _live_references(records)
+            rest, refused = _live_references(lines)
         except _UNAVAILABLE:
-            raise DatabaseUnavailable(records, 0) from None
-        gone = {id(record) for record, _ in refused}
-        rest = [record for record in records if id(record) not in gone]
+            raise DatabaseUnavailable(lines, 0) from None
         try:
             written, rejected = self._bisect(rest)
         finally:
@@ -450,20 +544,18 @@ class UsageWriter:
         return written
 
     @staticmethod
-    def _bisect(
-        records: list[UsageRecord],
-    ) -> tuple[int, list[tuple[UsageRecord, str]]]:
-        """Write ``records`` in halves, down to single records; (written, refused with why)."""
+    def _bisect(lines: list[Line]) -> tuple[int, list[tuple[Line, str]]]:
+        """Write ``lines`` in halves, down to single lines; (written, refused with why)."""
         written = 0
-        rejected: list[tuple[UsageRecord, str]] = []
-        todo = [records]  # a stack: the next part to try is on top
+        rejected: list[tuple[Line, str]] = []
+        todo = [lines]  # a stack: the next part to try is on top
         while todo:
             part = todo.pop()
             try:
-                _insert_events(_rows(part))
+                _insert_lines(part)
                 written += len(part)
             except _UNAVAILABLE:
-                rest = [record for chunk in reversed(todo) for record in chunk]
+                rest = [line for chunk in reversed(todo) for line in chunk]
                 raise DatabaseUnavailable(part + rest, written) from None
             except Exception as exc:
                 if len(part) == 1:

@@ -4,14 +4,17 @@ statuses in range, ``details`` bounded in depth and size."""
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from datetime import datetime
+from decimal import Decimal
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from catalog.pricing import PriceRow, PriceTable, Rates
 from usage.models import UsageEvent
 from usage.records import (
     BIGINT_MAX,
@@ -19,9 +22,12 @@ from usage.records import (
     DETAILS_MAX_DEPTH,
     UsageRecord,
     clean_details,
+    dedupe_key,
+    line_values,
+    record_line,
     usage_record_clean,
 )
-from usage.writer import UsageWriter
+from usage.writer import UsageWriter, _line, record_cost
 
 # Every code point, surrogates and NUL included (Hypothesis leaves surrogates out by default).
 hostile_text = st.text(st.characters(codec=None, exclude_categories=()), max_size=400) | st.just(
@@ -67,6 +73,75 @@ records = st.builds(
     event_id=hostile_text,
     details=json_like,
 )
+
+
+# Records the surfaces could make: every field of its type and size, so that only the line's own
+# checks (NUL, lone surrogates, numbers orjson refuses, details' size and depth) stand between
+# them and the fast path.
+def _sized(limit: int) -> st.SearchStrategy[str]:
+    return hostile_text.map(lambda text: text[:limit])
+
+
+counts = st.integers(min_value=0, max_value=BIGINT_MAX)
+durations = st.none() | st.floats(min_value=0, max_value=1e12)
+typed_records = st.builds(
+    UsageRecord,
+    account_id=st.just(1),
+    source=st.sampled_from(["gateway", "proxy", "sync"]),
+    model=st.sampled_from(["cf-gpt-oss-20b", "claude-sonnet-4-5", "unknown"]) | _sized(200),
+    input_tokens=counts,
+    output_tokens=counts,
+    cache_creation_input_tokens=counts,
+    cache_read_input_tokens=counts,
+    estimated=st.booleans(),
+    status_code=st.none() | st.integers(min_value=0, max_value=32767),
+    stop_reason=_sized(64),
+    latency_ms=durations,
+    ttfb_ms=durations,
+    api_key_id=st.none() | st.integers(min_value=1, max_value=BIGINT_MAX),
+    request_id=_sized(200),
+    message_id=_sized(200),
+    session_id=_sized(200),
+    event_id=_sized(64),
+    details=json_like
+    | st.just({"stream": True, "cache_creation": {"ephemeral_1h_input_tokens": 5}}),
+)
+prices = PriceTable(
+    [
+        PriceRow(
+            pattern=pattern,
+            effective_from=datetime(2020, 1, 1).date(),
+            rates=Rates(*(Decimal(n) for n in ("0.2", "0.3", "1.25", "2", "0.1"))),
+        )
+        for pattern in ("cf-gpt-oss-20b", "claude-*")
+    ]
+)
+
+
+@given(typed_records)
+@example(UsageRecord(1, "proxy", details={"a": {"b": {"c": {"d": {"e": 1}}}}}))  # too deep
+@example(UsageRecord(1, "proxy", details={"big": "x" * DETAILS_MAX_CHARS}))  # too big
+@settings(max_examples=400, deadline=None)
+def test_the_writers_line_is_the_cleaned_records_line(record: UsageRecord) -> None:
+    # The writer skips cleaning when a record needs none (its fields' types and sizes, then its
+    # line's own checks): what it writes must be what cleaning first would have written.
+    cleaned = usage_record_clean(copy.deepcopy(record))
+    expected = record_line(
+        cleaned,
+        cost=record_cost(cleaned, prices),
+        dedupe_key=dedupe_key(
+            source=cleaned.source,
+            request_id=cleaned.request_id,
+            message_id=cleaned.message_id,
+            event_id=cleaned.event_id,
+        ),
+        cleaned=True,
+    )
+
+    line, cost = _line(record, prices)
+
+    assert line_values(line) == line_values(expected)
+    assert cost == record_cost(cleaned, prices)
 
 
 def depth(value: object) -> int:

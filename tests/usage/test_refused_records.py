@@ -10,7 +10,7 @@ from django.core.management import call_command
 
 from accounts.services import api_key_mint, machine_register
 from usage.models import UsageEvent
-from usage.records import UsageRecord
+from usage.records import UsageRecord, record_line
 from usage.writer import UsageWriter
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -78,20 +78,24 @@ def test_several_refused_records_in_one_big_batch_are_all_found(member) -> None:
 def test_a_batch_the_database_refuses_in_part_is_split_until_the_refused_records_are_found(
     member,
 ) -> None:
-    # Records as they come back from disk or from an older version, not yet cleaned: a
-    # negative status breaks the column's CHECK constraint in SQLite and PostgreSQL alike.
+    # Lines no cleaning saw (an older version's, say): a negative status breaks the column's
+    # CHECK constraint in SQLite and PostgreSQL alike.
     writer = UsageWriter()
     batch = [
-        UsageRecord(
-            account_id=member.account.id,
-            source="gateway",
-            output_tokens=n,
-            status_code=-1 if n in (3, 64, 65) else 200,
+        record_line(
+            UsageRecord(
+                member.account.id,
+                "gateway",
+                output_tokens=n,
+                status_code=-1 if n in (3, 64, 65) else 200,
+            ),
+            cost=None,
+            dedupe_key="",
         )
         for n in range(100)
     ]
 
-    assert writer.write_events(batch) == 97
+    assert writer.write_lines(batch) == 97
     assert UsageEvent.objects.count() == 97
     refused = rejected(writer)
     assert sorted(e["record"]["output_tokens"] for e in refused) == [3, 64, 65]

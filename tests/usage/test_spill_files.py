@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import Member
 from tests.waits import wait_for_events, wait_until
-from usage.records import UsageRecord
+from usage.records import UsageRecord, record_line
 from usage.spill import SpillFolder
 
 
@@ -19,9 +19,14 @@ def folder(path: Path, max_bytes: int = 10**9) -> SpillFolder:
     return SpillFolder(lambda: path, lambda: max_bytes)
 
 
-def records(start: int, count: int, account_id: int = 1) -> list[UsageRecord]:
+def records(start: int, count: int, account_id: int = 1) -> list[bytes]:
+    """Records as the writer spills them: one JSON line each."""
     return [
-        UsageRecord(account_id, "gateway", output_tokens=n, event_id=f"req_{n}")
+        record_line(
+            UsageRecord(account_id, "gateway", output_tokens=n, event_id=f"req_{n}"),
+            cost=None,
+            dedupe_key=f"ev:req_{n}",
+        )
         for n in range(start, start + count)
     ]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+import time
 from decimal import Decimal
 
 import pytest
@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from accounts.services import api_key_mint, machine_register
 from catalog.models import Price
+from hepgg.lib.batching import close_writer_connections, in_writer_thread
 from usage.models import UsageEvent
 from usage.writer import UsageRecord, UsageWriter
 
@@ -64,28 +65,43 @@ def test_the_flusher_task_writes_without_being_asked(member, settings) -> None:
     assert list(UsageEvent.objects.values_list("output_tokens", flat=True)) == [7]
 
 
-def test_last_used_is_written_at_most_once_a_minute(member, catalog_model) -> None:
+def test_last_used_is_written_at_most_once_a_minute(member, catalog_model, settings) -> None:
+    settings.LAST_USED_RESOLUTION_SECONDS = 0.5  # "a minute", shortened
     key, _ = api_key_mint(account=member.account, model="cf-gpt-oss-20b")
     machine, _ = machine_register(account=member.account, hostname="box")
     writer = UsageWriter()
     writer.touch_api_key(key.id)
     writer.touch_machine(machine.id)
-    writer.flush()
+    with CaptureQueriesContext(connection) as queries:
+        writer.flush()
+    assert len([q for q in queries.captured_queries if "UPDATE" in q["sql"]]) == 2
     key.refresh_from_db()
+    machine.refresh_from_db()
     first = key.last_used_at
-    assert first is not None
+    assert first is not None and machine.last_seen_at is not None
 
+    writer.touch_api_key(key.id)
+    with CaptureQueriesContext(connection) as queries:
+        writer.flush()
+    assert queries.captured_queries == []  # touched again within the minute: not even a query
+    key.refresh_from_db()
+    assert key.last_used_at == first
+
+    # Another process touched the row just now: this one's write, once due, changes nothing.
+    time.sleep(0.6)
+    type(key).objects.filter(pk=key.pk).update(last_used_at=timezone.now())
+    touched_elsewhere = type(key).objects.get(pk=key.pk).last_used_at
     writer.touch_api_key(key.id)
     writer.flush()
     key.refresh_from_db()
-    assert key.last_used_at == first  # touched again within the minute: no new write
+    assert key.last_used_at == touched_elsewhere
 
-    type(key).objects.filter(pk=key.pk).update(last_used_at=first - timedelta(minutes=2))
+    # Once the minute has passed, the next request's touch is written.
+    time.sleep(0.6)
     writer.touch_api_key(key.id)
     writer.flush()
     key.refresh_from_db()
-    assert key.last_used_at > first - timedelta(seconds=1)
-    assert key.last_used_at <= timezone.now()
+    assert touched_elsewhere < key.last_used_at <= timezone.now()
 
 
 def test_one_upstream_request_is_one_event_and_the_proxy_record_wins(member) -> None:
@@ -165,3 +181,37 @@ def test_a_batch_holding_its_own_duplicates_is_written_whole_and_settled_like_on
     assert kept == {"msg:msg_a": 9, "msg:msg_b": 4}
     assert UsageEvent.objects.filter(dedupe_key__startswith="ev:").count() == 10
     assert UsageEvent.objects.filter(dedupe_key="").count() == 2
+
+
+def backend_pid() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return cursor.fetchone()[0]
+
+
+def test_flushes_share_one_database_connection_that_is_replaced_when_it_dies(
+    member, requires_postgres
+) -> None:
+    # A connection per flush cost a backend start a dozen times a second under load: the writer
+    # thread keeps its own, and one that died (a database restart, an idle timeout) is replaced
+    # before the next flush, which loses nothing.
+    writer = UsageWriter()
+
+    async def flush_one(n: int) -> int:
+        writer.record(record(member, output_tokens=n))
+        await writer.aflush()
+        return await in_writer_thread(backend_pid)
+
+    first, second = asyncio.run(flush_one(1)), asyncio.run(flush_one(2))
+    assert first == second
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", [first])
+    third = asyncio.run(flush_one(3))
+
+    assert third != first
+    assert sorted(UsageEvent.objects.values_list("output_tokens", flat=True)) == [1, 2, 3]
+    assert not list(writer.spill.directory.glob("spill-*"))  # written, not spilled
+
+    close_writer_connections()  # as at shutdown: the next flush connects again
+    assert asyncio.run(flush_one(4)) != third
