@@ -8,7 +8,7 @@ same cost).
 A flusher (``hepgg.lib.batching``) writes the buffer twice per ``USAGE_FLUSH_SECONDS``, or as
 soon as ``USAGE_BATCH_SIZE`` lines wait, in the writer thread (one thread hop per batch, never
 one per request): on PostgreSQL the lines, joined, are one JSON document that one upsert
-unpacks (``jsonb_to_recordset``), so the serving process does no per-event work for a batch.
+unpacks (``jsonb_array_elements``), so the serving process does no per-event work for a batch.
 A record is in the database within ``USAGE_FLUSH_SECONDS`` of being made, which bounds what a
 crash can lose. ``touch_api_key``/``touch_machine`` refresh ``last_used_at``/``last_seen_at`` in
 the same flush, at most once a minute per row and process.
@@ -49,7 +49,7 @@ from django.db import InterfaceError, OperationalError, connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from catalog.pricing import loaded_price_table
+from catalog.pricing import loaded_price_table, price_table
 from hepgg.lib.batching import Flusher, in_writer_thread
 from usage.records import (
     LINE_FIELDS,
@@ -95,8 +95,6 @@ class DatabaseUnavailable(Exception):
 def record_cost(record: UsageRecord, prices: Any = None) -> Decimal | None:
     """What ``record`` cost at the price in force when it happened (``catalog.pricing``; None
     for an unpriced model). ``prices``: a ``PriceTable`` already at hand."""
-    from catalog.pricing import price_table
-
     cost = (prices if prices is not None else price_table()).cost(
         model=record.model,
         occurred_at=record.occurred_at,
@@ -115,8 +113,6 @@ def record_cost(record: UsageRecord, prices: Any = None) -> Decimal | None:
 def usage_costs(records: list[UsageRecord]) -> list[Decimal | None]:
     """The cost of each record in USD (None when unpriced), from the dated price table in
     process memory (sync code: it loads the table when stale)."""
-    from catalog.pricing import price_table
-
     prices = price_table()
     return [record_cost(r, prices) for r in records]
 
@@ -144,8 +140,6 @@ def _line(record: UsageRecord, prices: Any) -> tuple[Line, Decimal | None]:
 def lines_of(records: list[UsageRecord]) -> list[Line]:
     """Records (from disk, a replay, made before a price table was loaded) as lines (sync
     code: it may load the price table)."""
-    from catalog.pricing import price_table
-
     prices = price_table()
     return [_line(record, prices)[0] for record in records]
 
@@ -225,15 +219,12 @@ def _insert_lines(lines: list[Line]) -> None:
         try:
             with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
                 cursor.execute(statements.document, [now, _document(lines)])
-            return
         except Exception as exc:
             # One statement may not touch a row twice: a batch holding two records of one
-            # request (rare) is settled first as row-by-row upserts would settle it.
+            # request (rare) is settled as row-by-row upserts would settle it, then written.
             if getattr(exc.__cause__, "sqlstate", None) != "21000":
                 raise
-        lines = _one_per_key(lines)
-        with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
-            cursor.execute(statements.document, [now, _document(lines)])
+            _insert_lines(_one_per_key(lines))
         return
     # Only these need preparing (aware datetime, decimal, JSON); the rest are plain values.
     special = [
