@@ -626,6 +626,7 @@ def render_markdown(res: dict[str, Any]) -> str:
             cells += [_fmt(r.get("c32_p99_ms"), 1), str(errors)]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += _peer_ratios(res)
+    lines += _metering_cost(res)
     lines += [
         "",
         "## Memory (whole process tree)",
@@ -643,7 +644,7 @@ def _peer_ratios(res: dict[str, Any]) -> list[str]:
     rows = []
     for scn in res["scenarios"]:
         summary = scn["summary"]
-        ours = [n for n in summary if n.startswith("hepgg")]
+        ours = [n for n in summary if n.startswith("hepgg") and n != "hepgg-unmetered"]
         peers = [n for n in summary if n != scn["baseline"] and not n.startswith("hepgg")]
         for name in ours:
             for peer in peers:
@@ -654,6 +655,32 @@ def _peer_ratios(res: dict[str, Any]) -> list[str]:
         return []
     header = ["", "## hepgg vs peers (c32 req/s ratio)", ""]
     return [*header, "| scenario | target | peer | ratio |", "|---|---|---|--:|", *rows]
+
+
+def _metering_cost(res: dict[str, Any]) -> list[str]:
+    """hepgg's c32 req/s against hepgg-unmetered's (metering off) of the same round, per
+    scenario: the median of the rounds' ratios, and the ratios themselves."""
+    rows = []
+    for scn in res["scenarios"]:
+        rounds = scn["wrk_rounds"]
+        if not (rounds.get("hepgg") and rounds.get("hepgg-unmetered")):
+            continue
+        ratios = [
+            on["rps"] / off["rps"]
+            for on, off in zip(rounds["hepgg"], rounds["hepgg-unmetered"], strict=True)
+            if off["rps"]
+        ]
+        each = ", ".join(f"{r:.3f}" for r in ratios)
+        rows.append(f"| {scn['scenario']} | {(_median(ratios) - 1) * 100:+.1f} % | {each} |")
+    if not rows:
+        return []
+    header = ["", "## The cost of metering (hepgg against hepgg-unmetered, same rounds)", ""]
+    return [
+        *header,
+        "| scenario | c32 req/s, median | each round's ratio |",
+        "|---|--:|---|",
+        *rows,
+    ]
 
 
 def write_results(res: dict[str, Any], stem: str, out_dir: Path = RESULTS_DIR) -> tuple[Path, Path]:

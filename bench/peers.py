@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from harness import BENCH_DIR, BenchConfig, RssSampler, Server, check_loopback
 
@@ -229,6 +230,12 @@ def add_common_args(ap: argparse.ArgumentParser) -> None:
         help="shell command that starts hepgg (run in its own process group; "
         "gets ANTHROPIC_UPSTREAM_URL / CLOUDFLARE_API_BASE / BENCH_UPSTREAM_URL of the fake)",
     )
+    h.add_argument(
+        "--hepgg-unmetered-url",
+        help="a second hepgg with usage metering off (bench/metering_off.py), measured in the "
+        "same rounds as hepgg-unmetered: the cost of metering",
+    )
+    h.add_argument("--hepgg-unmetered-cmd", help="shell command that starts that second hepgg")
 
 
 def bench_config(args: argparse.Namespace) -> BenchConfig:
@@ -274,6 +281,18 @@ class Stack:
         return server
 
 
+def _hepgg(name: str, cmd: str, port: int, upstream: str, logs: Path) -> Server:
+    env = {
+        "ANTHROPIC_UPSTREAM_URL": upstream,
+        "CLOUDFLARE_API_BASE": f"{upstream}/client/v4",
+        "BENCH_UPSTREAM_URL": upstream,
+    }
+    return Server(
+        name, ["/bin/sh", "-c", cmd], port, env=env, log_path=logs / f"{name}.log",
+        start_timeout_s=120,
+    )  # fmt: skip
+
+
 @contextlib.contextmanager
 def stack(args: argparse.Namespace, hepgg_port: int | None) -> Iterator[Stack]:
     """Start the fake upstream (+ LiteLLM, + hepgg via --hepgg-cmd); stop them all at the end."""
@@ -291,21 +310,15 @@ def stack(args: argparse.Namespace, hepgg_port: int | None) -> Iterator[Stack]:
             if args.hepgg_cmd:
                 if hepgg_port is None:
                     raise SystemExit("--hepgg-cmd needs --hepgg-url with an explicit port")
-                env = {
-                    "ANTHROPIC_UPSTREAM_URL": upstream,
-                    "CLOUDFLARE_API_BASE": f"{upstream}/client/v4",
-                    "BENCH_UPSTREAM_URL": upstream,
-                }
-                st.add(
-                    Server(
-                        "hepgg",
-                        ["/bin/sh", "-c", args.hepgg_cmd],
-                        hepgg_port,
-                        env=env,
-                        log_path=logs / "hepgg.log",
-                        start_timeout_s=120,
+                st.add(_hepgg("hepgg", args.hepgg_cmd, hepgg_port, upstream, logs))
+            unmetered = getattr(args, "hepgg_unmetered_cmd", None)
+            if unmetered:
+                port = urlsplit(args.hepgg_unmetered_url or "").port
+                if port is None:
+                    raise SystemExit(
+                        "--hepgg-unmetered-cmd needs --hepgg-unmetered-url with a port"
                     )
-                )
+                st.add(_hepgg("hepgg-unmetered", unmetered, port, upstream, logs))
             elif args.hepgg_pid:
                 st.sampler.add("hepgg", args.hepgg_pid)
             st.sampler.start()

@@ -10,7 +10,7 @@
 # limit is checked and none refuses). Extra arguments go to both run_*.py scripts
 # (e.g. --rounds 1 --no-litellm).
 #   METERING=off bench/run_hepgg.sh       # the same with usage metering off (bench/metering_off.py)
-#   METERING=compare bench/run_hepgg.sh   # OpenAI c=32 with metering on, then off: its cost
+#   METERING=compare bench/run_hepgg.sh   # OpenAI c=32 with metering on and off, same rounds
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -61,15 +61,14 @@ server_cmd() {
 }
 
 if [ "$METERING" = compare ]; then
-    # The cost of metering: the OpenAI benchmark against hepgg with metering on, then off, one
-    # after the other on the same database and load (compare the c32 req/s of the two tables).
-    for mode in on off; do
-        echo "=== metering $mode ==="
-        .venv/bin/python bench/run_openai.py --hepgg-url "http://127.0.0.1:$PORT" \
-            --hepgg-key "$key" --hepgg-model cf-gpt-oss-20b --hepgg-cmd "$(server_cmd $mode)" \
-            --no-litellm "$@"
-    done
-    exit 0
+    # The cost of metering: OpenAI chat against hepgg with metering on and a second hepgg with it
+    # off (bench/metering_off.py), both running, measured in the same interleaved rounds on the
+    # same database; the table's last section gives each round's ratio and their median.
+    off_port=$((PORT + 1))
+    exec .venv/bin/python bench/run_openai.py --hepgg-url "http://127.0.0.1:$PORT" \
+        --hepgg-key "$key" --hepgg-model cf-gpt-oss-20b --hepgg-cmd "$(server_cmd on)" \
+        --hepgg-unmetered-url "http://127.0.0.1:$off_port" \
+        --hepgg-unmetered-cmd "$(PORT=$off_port server_cmd off)" --no-litellm --no-portkey "$@"
 fi
 cmd="$(server_cmd "$METERING")"
 

@@ -56,6 +56,11 @@ def targets(args: argparse.Namespace, upstream: str, stream: bool) -> list[Targe
             **peers.parse_headers(args.hepgg_header),
         }
         out.append(Target("hepgg", args.hepgg_url, PATH, h, body(args.hepgg_model, stream), expect))
+        if args.hepgg_unmetered_url:
+            hepgg_body = body(args.hepgg_model, stream)
+            out.append(
+                Target("hepgg-unmetered", args.hepgg_unmetered_url, PATH, h, hepgg_body, expect)
+            )
         if args.hepgg_limited_key:
             h = {**h, "Authorization": f"Bearer {args.hepgg_limited_key}"}
             hepgg_body = body(args.hepgg_model, stream)

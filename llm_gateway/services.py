@@ -513,20 +513,23 @@ async def _meter(*, identity: ApiKeyIdentity, tally: Tally, status: int, estimat
     """Record the usage event and charge the key's token and budget limits."""
     counts = await tally.counts(reached_output=estimate)
     record = tally.record(counts, status=status)
-    cost = usage_writer.record(record)
     usage_writer.touch_api_key(identity.key_id)
     limits = _limits(identity)
-    if limits.tokens_per_minute or limits.monthly_budget_usd:
+    cost: Decimal | object | None = None
+    if limits.monthly_budget_usd:
+        # The budget is charged the price stored with the event (an unpriced model: nothing).
+        cost = usage_writer.record_priced(record)
         if cost is NOT_PRICED_YET:  # the process's first requests: load the table, price here
             cost = record_cost(record, await aprice_table())
-        # The price stored with the event charges the budget; an unpriced model charges nothing.
-        await ratelimit.charge(
-            identity.key_public_id,
-            limits,
-            period=_period(),
-            tokens=counts.total,
-            cost=float(cost or 0),
-        )
+    else:
+        usage_writer.record(record)  # priced with its batch, at the next flush
+    await ratelimit.charge(
+        identity.key_public_id,
+        limits,
+        period=_period(),
+        tokens=counts.total,
+        cost=float(cost or 0),  # type: ignore[arg-type]
+    )
 
 
 # -- models ------------------------------------------------------------------------------------

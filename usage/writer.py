@@ -1,14 +1,17 @@
 """The batched usage writer shared by the OpenAI gateway and the Claude proxy.
 
-Request handlers call ``usage_writer.record(...)`` after their response is done. The record is
-cleaned if it needs it, priced from the price table in process memory (``catalog.pricing``),
-keyed, and encoded as one JSON line (``usage.records.record_line``) appended to an in-process
-buffer; the call does no I/O and returns the cost it recorded (the gateway's budget charges that
-same cost).
-A flusher (``hepgg.lib.batching``) writes the buffer twice per ``USAGE_FLUSH_SECONDS``, or as
-soon as ``USAGE_BATCH_SIZE`` lines wait, in the writer thread (one thread hop per batch, never
-one per request): on PostgreSQL the lines, joined, are one JSON document that one upsert
-unpacks (``jsonb_array_elements``), so the serving process does no per-event work for a batch.
+Request handlers call ``usage_writer.record(...)`` after their response is done: it appends the
+record to an in-process buffer and returns, no I/O and no per-record work. A flusher
+(``hepgg.lib.batching``) writes the buffer twice per ``USAGE_FLUSH_SECONDS``, or as soon as
+``USAGE_BATCH_SIZE`` records wait. It first encodes the waiting records on the event loop, a
+slice at a time: each is cleaned if it needs it, priced from the price table in process memory
+(``catalog.pricing``), keyed and encoded as one JSON line (``usage.records.record_line``). Then
+the writer thread writes the lines (one thread hop per batch, never one per request): on
+PostgreSQL, joined, they are one JSON document that one upsert unpacks
+(``jsonb_array_elements``). ``record_priced`` encodes at once and returns the cost it stored,
+for the gateway's budgets, which charge that same cost. (Encoded one by one between requests,
+the same work cost about twice as much; in the writer thread, the records crossed threads and
+the thread held the GIL for it: measured in ``bench/README.md``.)
 A record is in the database within ``USAGE_FLUSH_SECONDS`` of being made, which bounds what a
 crash can lose. ``touch_api_key``/``touch_machine`` refresh ``last_used_at``/``last_seen_at`` in
 the same flush, at most once a minute per row and process.
@@ -35,6 +38,7 @@ On graceful shutdown the buffer is flushed (``hepgg.lifespan``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -49,7 +53,7 @@ from django.db import InterfaceError, OperationalError, connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from catalog.pricing import loaded_price_table, price_table
+from catalog.pricing import PriceTable, loaded_price_table, price_table
 from hepgg.lib.batching import Flusher, in_writer_thread
 from usage.records import (
     LINE_FIELDS,
@@ -79,7 +83,7 @@ class _NotPricedYet:
 
 
 NOT_PRICED_YET: Final = _NotPricedYet()
-"""What ``record`` returns when no price table was loaded yet: the flush prices the record."""
+"""What ``record_priced`` returns before this process loaded a price table: the flush prices it."""
 
 
 class DatabaseUnavailable(Exception):
@@ -135,6 +139,23 @@ def _line(record: UsageRecord, prices: Any) -> tuple[Line, Decimal | None]:
             return line, cost
         usage_record_clean(record)
         cleaned = True
+
+
+_ENCODE_SLICE = 100  # records encoded on the event loop between two looks at its other work
+_NO_PRICES: Final = PriceTable(())  # prices nothing: records spilled while no table can be had
+
+
+def _encoded(batch: list[Line | UsageRecord], prices: Any = None) -> list[Line] | None:
+    """The buffer's items as lines: records are cleaned, priced and encoded here (lines came
+    from ``record_priced``). None when a record needs the price table and none can be had."""
+    if prices is None and any(type(item) is not bytes for item in batch):
+        try:
+            prices = price_table()
+        except _UNAVAILABLE:
+            prices = loaded_price_table()  # a stale table does, until the database answers
+            if prices is None:
+                return None
+    return [item if type(item) is bytes else _line(item, prices)[0] for item in batch]
 
 
 def lines_of(records: list[UsageRecord]) -> list[Line]:
@@ -307,8 +328,8 @@ def _live_references(lines: list[Line]) -> tuple[list[Line], list[tuple[Line, st
 # -- the writer ------------------------------------------------------------------------------
 class UsageWriter:
     def __init__(self) -> None:
-        self._pending: list[Line] = []
-        self._unpriced: list[UsageRecord] = []  # made before this process had a price table
+        # Records as handed over, and lines of records already priced (``record_priced``).
+        self._pending: list[Line | UsageRecord] = []
         self._touched_keys: set[int] = set()
         self._touched_machines: set[int] = set()
         self._touched_at: dict[tuple[str, int], float] = {}
@@ -334,28 +355,33 @@ class UsageWriter:
         )
 
     # -- called on the request path: no I/O ------------------------------------------------
-    def record(self, record: UsageRecord) -> Decimal | _NotPricedYet | None:
-        """Buffer ``record`` (cleaned in place if a field needs it); returns its cost in USD as
-        stored (None: unpriced), or ``NOT_PRICED_YET`` if this process has no price table yet
-        (then the flush prices it)."""
+    def record(self, record: UsageRecord) -> None:
+        """Buffer ``record`` as it is: the flush cleans, prices and encodes it with the rest of
+        its batch, in the writer thread. Done one by one between requests, that work cost
+        several times what it costs in a batch (measured: ``bench/README.md``)."""
+        self._buffer(record)
+
+    def record_priced(self, record: UsageRecord) -> Decimal | _NotPricedYet | None:
+        """Buffer ``record`` cleaned, priced and encoded now, and return the cost stored with
+        it (None: unpriced), for a caller that charges it (the gateway's budgets); or
+        ``NOT_PRICED_YET`` if this process has no price table yet (the flush prices it)."""
         prices = loaded_price_table()
-        cost: Decimal | _NotPricedYet | None = NOT_PRICED_YET
-        line = None
-        if prices is not None:
-            line, cost = _line(record, prices)
+        if prices is None:
+            self._buffer(record)
+            return NOT_PRICED_YET
+        line, cost = _line(record, prices)
+        self._buffer(line)
+        return cost
+
+    def _buffer(self, item: Line | UsageRecord) -> None:
         batch_size, max_events = self._limits or self._read_limits()
         with self._lock:
-            if len(self._pending) + len(self._unpriced) >= max_events:
+            if len(self._pending) >= max_events:
                 self._dropped += 1  # counted and logged by the next flush, off this path
-                return cost
-            if line is None:
-                self._unpriced.append(usage_record_clean(record))
-                full = False
-            else:
-                self._pending.append(line)
-                full = len(self._pending) >= batch_size
+                return
+            self._pending.append(item)
+            full = len(self._pending) >= batch_size
         self._flusher.poke(now=full)
-        return cost
 
     def _read_limits(self) -> tuple[int, int]:
         # Read from the settings again after each flush, not per request: a settings lookup
@@ -384,11 +410,11 @@ class UsageWriter:
 
     @property
     def pending(self) -> int:
-        return len(self._pending) + len(self._unpriced)
+        return len(self._pending)
 
     def _has_work(self) -> bool:
         return (
-            bool(self._pending or self._unpriced or self._touched_keys or self._touched_machines)
+            bool(self._pending or self._touched_keys or self._touched_machines)
             or self.spill.backlog_known
         )
 
@@ -399,7 +425,6 @@ class UsageWriter:
         self._limits = self._resolution = None  # read from the settings again
         with self._lock:
             batch, self._pending = self._pending, []
-            unpriced, self._unpriced = self._unpriced, []
             keys, self._touched_keys = self._touched_keys, set()
             machines, self._touched_machines = self._touched_machines, set()
             dropped, self._dropped = self._dropped, 0
@@ -410,20 +435,47 @@ class UsageWriter:
                 settings.USAGE_MEMORY_MAX_EVENTS,
             )
         with self._write_lock:
-            if unpriced:
-                try:
-                    batch = lines_of(unpriced) + batch
-                except _UNAVAILABLE:  # no price table to be had: the records wait, unpriced
-                    with self._lock:
-                        self._unpriced[:0] = unpriced
-                    unpriced = []
-            written = self._deliver(batch)
+            encoded = _encoded(batch)
+            if encoded is None:
+                # No price table to be had: the database is unreachable. Spilled unpriced, the
+                # records are priced when they are written back.
+                self._spill(_encoded(batch, _NO_PRICES))  # type: ignore[arg-type]
+                return 0
+            written = self._deliver(encoded)
             if not self.spill.backlog_known:
                 self._touch(keys, machines)
         return written
 
     async def aflush(self) -> int:
+        await self._encode_on_loop()
         return await in_writer_thread(self.flush)
+
+    async def _encode_on_loop(self) -> None:
+        """Encode the waiting records here, a slice at a time, so that only lines cross to the
+        writer thread: records made on the loop's thread are dropped there, and the writer
+        thread holds the GIL for the insert only (measured: ``bench/README.md``)."""
+        prices = loaded_price_table()
+        if prices is None:
+            return  # the writer thread loads the table, and encodes them
+        pending = self._pending
+        start = 0
+        while True:
+            with self._lock:
+                if self._pending is not pending:
+                    return  # a flush took them meanwhile
+                chunk = pending[start : start + _ENCODE_SLICE]
+            if not chunk:
+                return
+            lines = [item if type(item) is bytes else _line(item, prices)[0] for item in chunk]
+            end = start + len(chunk)
+            with self._lock:
+                if self._pending is not pending or any(
+                    a is not b for a, b in zip(pending[start:end], chunk, strict=True)
+                ):
+                    return
+                pending[start:end] = lines
+            start = end
+            await asyncio.sleep(0)  # requests go on between slices
 
     def _deliver(self, batch: list[Line]) -> int:
         if self.spill.has_backlog():

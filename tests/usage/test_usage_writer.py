@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import time
+from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
@@ -13,7 +16,9 @@ from django.utils import timezone
 
 from accounts.services import api_key_mint, machine_register
 from catalog.models import Price
+from catalog.pricing import forget_prices, price_table
 from hepgg.lib.batching import close_writer_connections, in_writer_thread
+from tests.waits import wait_until
 from usage.models import UsageEvent
 from usage.writer import UsageRecord, UsageWriter
 
@@ -48,6 +53,73 @@ def test_costs_come_from_the_price_table(member, catalog_model, prices) -> None:
     costs = dict(UsageEvent.objects.values_list("model", "cost_usd"))
     assert costs["cf-gpt-oss-20b"] == Decimal("0.004")
     assert costs["not-in-catalog"] is None
+
+
+@contextlib.contextmanager
+def database_unreachable() -> Iterator[None]:
+    """New connections to the database are refused (its port points at a socket that does not
+    listen) until the block ends; every thread's connections share these settings."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = connection.settings_dict["PORT"]
+        connection.close()
+        connection.settings_dict["PORT"] = closed.getsockname()[1]
+        try:
+            yield
+        finally:
+            connection.settings_dict["PORT"] = port
+            connection.close()
+
+
+@pytest.mark.usefixtures("requires_postgres")
+def test_records_of_a_process_with_no_prices_yet_are_spilled_in_an_outage_then_priced(
+    member, catalog_model, prices, settings, tmp_path
+) -> None:
+    Price.objects.filter(pattern="cf-gpt-oss-20b").update(input=Decimal(2), output=Decimal(4))
+    settings.USAGE_SPILL_DIR = str(tmp_path)
+    settings.USAGE_FLUSH_SECONDS = 0.2  # the drainer's pause between tries
+    forget_prices()  # a process that has not priced anything yet
+    writer = UsageWriter()
+    writer.record(record(member, model="cf-gpt-oss-20b", input_tokens=1000, output_tokens=500))
+
+    with database_unreachable():
+        assert writer.flush() == 0  # no price table to be had: the record goes to disk
+        assert writer.pending == 0 and list(tmp_path.glob("spill-*"))
+        time.sleep(0.5)  # the drainer tries, and fails, meanwhile
+
+    # Back: the drainer writes it, priced now.
+    wait_until(lambda: UsageEvent.objects.exists(), timeout=30)
+    assert UsageEvent.objects.get().cost_usd == Decimal("0.004")
+    wait_until(lambda: not list(tmp_path.glob("spill-*")), what="the drainer to finish")
+
+
+def test_records_encoded_on_the_loop_while_more_arrive_are_each_written_once(
+    member, catalog_model, prices
+) -> None:
+    price_table()  # this process has a price table: the flusher encodes on the event loop
+    writer = UsageWriter()
+
+    def usage(n: int) -> UsageRecord:
+        return record(member, model="cf-gpt-oss-20b", input_tokens=n, output_tokens=1)
+
+    async def requests_during_a_flush() -> int:
+        for n in range(250):
+            writer.record(usage(n))
+
+        async def more_requests() -> None:  # served between the flush's slices
+            for n in range(250, 500):
+                writer.record(usage(n))
+                if n % 10 == 0:
+                    await asyncio.sleep(0)
+
+        arriving = asyncio.create_task(more_requests())
+        written = await writer.aflush()
+        await arriving
+        return written + await writer.aflush()
+
+    assert asyncio.run(requests_during_a_flush()) == 500
+    assert sorted(UsageEvent.objects.values_list("input_tokens", flat=True)) == list(range(500))
+    assert not UsageEvent.objects.filter(cost_usd__isnull=True).exists()
 
 
 def test_the_flusher_task_writes_without_being_asked(member, settings) -> None:
