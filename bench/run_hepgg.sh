@@ -11,6 +11,7 @@
 # (e.g. --rounds 1 --no-litellm).
 #   METERING=off bench/run_hepgg.sh       # the same with usage metering off (bench/metering_off.py)
 #   METERING=compare bench/run_hepgg.sh   # OpenAI c=32 with metering on and off, same rounds
+#   METERING=switch bench/run_hepgg.sh    # the same in one process, switched (bench/metering_ab.py)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -69,6 +70,12 @@ if [ "$METERING" = compare ]; then
         --hepgg-key "$key" --hepgg-model cf-gpt-oss-20b --hepgg-cmd "$(server_cmd on)" \
         --hepgg-unmetered-url "http://127.0.0.1:$off_port" \
         --hepgg-unmetered-cmd "$(PORT=$off_port server_cmd off)" --no-litellm --no-portkey "$@"
+fi
+if [ "$METERING" = switch ]; then
+    exec .venv/bin/python bench/metering_ab.py --hepgg-url "http://127.0.0.1:$PORT" \
+        --hepgg-key "$key" --hepgg-model cf-gpt-oss-20b \
+        --hepgg-cmd "$(server_cmd on | sed 's/hepgg.asgi:application/bench.metering_switch:application/')" \
+        "$@"
 fi
 cmd="$(server_cmd "$METERING")"
 

@@ -229,11 +229,12 @@ def price_table() -> PriceTable:
         return _store(PriceTable.load())
 
 
-def loaded_price_table() -> PriceTable | None:
+def loaded_price_table(*, reload: bool = True) -> PriceTable | None:
     """The process's table if one is loaded, never waiting for the database (safe on the
-    request path); a stale one is returned while a task on the running loop reloads it."""
+    request path); a stale one is returned while a task on the running loop reloads it
+    (``reload=False``: the caller reloads it elsewhere, e.g. in the usage writer's thread)."""
     table = _table
-    if table is not None and _expires <= time.monotonic() and not _refreshing:
+    if reload and table is not None and _expires <= time.monotonic() and not _refreshing:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # sync code: the next caller on a loop reloads it

@@ -158,6 +158,15 @@ def _encoded(batch: list[Line | UsageRecord], prices: Any = None) -> list[Line] 
     return [item if type(item) is bytes else _line(item, prices)[0] for item in batch]
 
 
+def _reload_prices() -> None:
+    """Reload the price table if it is stale (the database just answered): the event loop
+    encodes with the table as loaded, and does not reload it itself."""
+    try:
+        price_table()
+    except Exception:  # the next flush tries again; meanwhile the loaded table prices
+        logger.warning("usage: could not reload the price table", exc_info=True)
+
+
 def lines_of(records: list[UsageRecord]) -> list[Line]:
     """Records (from disk, a replay, made before a price table was loaded) as lines (sync
     code: it may load the price table)."""
@@ -444,6 +453,7 @@ class UsageWriter:
             written = self._deliver(encoded)
             if not self.spill.backlog_known:
                 self._touch(keys, machines)
+                _reload_prices()
         return written
 
     async def aflush(self) -> int:
@@ -454,10 +464,13 @@ class UsageWriter:
         """Encode the waiting records here, a slice at a time, so that only lines cross to the
         writer thread: records made on the loop's thread are dropped there, and the writer
         thread holds the GIL for the insert only (measured: ``bench/README.md``)."""
-        prices = loaded_price_table()
-        if prices is None:
-            return  # the writer thread loads the table, and encodes them
         pending = self._pending
+        # No reload from here: during an outage it would hold the loop's database thread for a
+        # connect timeout at every flush, and requests that need the database queue behind it.
+        # The writer thread reloads the table after a write (``flush``).
+        prices = loaded_price_table(reload=False)
+        if not pending or prices is None:
+            return  # nothing to encode, or no table yet: the writer thread loads it
         start = 0
         while True:
             with self._lock:
