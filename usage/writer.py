@@ -155,7 +155,12 @@ def _encoded(batch: list[Line | UsageRecord], prices: Any = None) -> list[Line] 
             prices = loaded_price_table()  # a stale table does, until the database answers
             if prices is None:
                 return None
-    return [item if type(item) is bytes else _line(item, prices)[0] for item in batch]
+    return _lines(batch, prices)
+
+
+def _lines(items: list[Line | UsageRecord], prices: Any) -> list[Line]:
+    """Records encoded (cleaned in place if they need it) and lines kept as they are."""
+    return [item if type(item) is bytes else _line(item, prices)[0] for item in items]
 
 
 def _reload_prices() -> None:
@@ -366,7 +371,7 @@ class UsageWriter:
     # -- called on the request path: no I/O ------------------------------------------------
     def record(self, record: UsageRecord) -> None:
         """Buffer ``record`` as it is: the flush cleans, prices and encodes it with the rest of
-        its batch, in the writer thread. Done one by one between requests, that work cost
+        its batch (``_encode_on_loop``). Done one by one between requests, that work cost
         several times what it costs in a batch (measured: ``bench/README.md``)."""
         self._buffer(record)
 
@@ -479,13 +484,14 @@ class UsageWriter:
                 chunk = pending[start : start + _ENCODE_SLICE]
             if not chunk:
                 return
-            lines = [item if type(item) is bytes else _line(item, prices)[0] for item in chunk]
+            lines = _lines(chunk, prices)
             end = start + len(chunk)
             with self._lock:
+                now_there = pending[start:end]
                 if self._pending is not pending or any(
-                    a is not b for a, b in zip(pending[start:end], chunk, strict=True)
+                    a is not b for a, b in zip(now_there, chunk, strict=False)
                 ):
-                    return
+                    return  # taken, or shifted by records put back in front: theirs to encode
                 pending[start:end] = lines
             start = end
             await asyncio.sleep(0)  # requests go on between slices
