@@ -181,6 +181,7 @@ def lines_of(records: list[UsageRecord]) -> list[Line]:
 
 # -- the INSERT ------------------------------------------------------------------------------
 _EVENT_COLUMNS = LINE_FIELDS[:-1]  # a line's values but the last (event_id) are columns
+_REFERENCES = ("api_key_id", "machine_id", "account_id")  # in the order they are locked
 
 # One upstream request is one event (``usage.models.dedupe_key``): a second record of it is
 # dropped, except that a proxy record replaces a synced one, since the proxy saw the real counts
@@ -195,6 +196,7 @@ class _Statements:
     """The upsert for the database's vendor, built once per connection alias."""
 
     def __init__(self, connection: Any) -> None:
+        from accounts.models import Account, ApiKey, Machine
         from usage.models import UsageEvent
 
         by_attname = {f.attname: f for f in UsageEvent._meta.concrete_fields}
@@ -229,10 +231,34 @@ class _Statements:
                 values.append(f"line->>{i}")
             else:
                 values.append(f"(line->>{i})::{kind}")
-        self.document = (
+        document = (
             f"INSERT INTO {table} ({names}) "  # noqa: S608 - names from the model
             f"SELECT {', '.join(values)}, %s "
             f"FROM jsonb_array_elements(%s::jsonb) AS line {on_conflict}"
+        )
+        # The same upsert, followed in the same statement by the check that replaces foreign
+        # key constraints (``_check_references``): the accounts, keys and machines its rows
+        # reference are locked FOR KEY SHARE (as a constraint's check would) and counted; it
+        # returns how many are missing of each. Keys and machines first: an account's deletion
+        # locks them before the account (``lock_before_delete``), and the same order cannot
+        # deadlock.
+        referenced = {
+            column: quote(model._meta.db_table)
+            for column, model in zip(_REFERENCES, (ApiKey, Machine, Account), strict=True)
+        }
+        locks = ", ".join(
+            f"live_{column} AS (SELECT id FROM {referenced_table} "  # noqa: S608 - from the models
+            f"WHERE id IN (SELECT {column} FROM written) FOR KEY SHARE)"
+            for column, referenced_table in referenced.items()
+        )
+        missing = ", ".join(
+            f"(SELECT count(DISTINCT {column}) FROM written) "  # noqa: S608 - from the models
+            f"- (SELECT count(*) FROM live_{column})"
+            for column in referenced
+        )
+        self.document = (
+            f"WITH written AS ({document} RETURNING {', '.join(referenced)}), {locks} "
+            f"SELECT {missing}"
         )
 
 
@@ -254,6 +280,7 @@ def _insert_lines(lines: list[Line]) -> None:
         try:
             with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
                 cursor.execute(statements.document, [now, _document(lines)])
+                _check_references(*cursor.fetchone())
         except Exception as exc:
             # One statement may not touch a row twice: a batch holding two records of one
             # request (rare) is settled as row-by-row upserts would settle it, then written.
@@ -278,6 +305,47 @@ def _insert_lines(lines: list[Line]) -> None:
         rows.append(values)
     with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
         cursor.executemany(statements.values, rows)
+        # After the insert, in its transaction: on SQLite it holds the write lock by now, so no
+        # deletion can come between this check and the commit.
+        _check_references(*_missing_references(rows))
+
+
+class DanglingReference(Exception):
+    """A record references an account, key or machine that does not exist (any more)."""
+
+
+def _check_references(missing_keys: int, missing_machines: int, missing_accounts: int) -> None:
+    """Events have no foreign key constraints: checked per row, they cost PostgreSQL a third
+    of its time per event (``bench/README.md``). Each batch is checked once instead, in its
+    transaction, after its rows are written: the references found are locked until the commit,
+    and a deletion locks its row before it deletes the row's events (``lock_before_delete``),
+    so it either waits for this batch and deletes its events too, or has deleted the row and
+    this check fails. A failed batch is rolled back and sorted by ``write_lines``."""
+    if missing_keys or missing_machines or missing_accounts:
+        raise DanglingReference(
+            f"references missing: {missing_accounts} accounts, {missing_keys} API keys, "
+            f"{missing_machines} machines"
+        )
+
+
+def _missing_references(rows: list[list[Any]]) -> tuple[int, int, int]:
+    from accounts.models import Account, ApiKey, Machine
+
+    missing = []
+    for model, column in zip((ApiKey, Machine, Account), _REFERENCES, strict=True):
+        index = _EVENT_COLUMNS.index(column)
+        ids = {row[index] for row in rows} - {None}
+        missing.append(len(ids) - model._base_manager.filter(id__in=ids).count() if ids else 0)
+    return missing[0], missing[1], missing[2]
+
+
+def lock_before_delete(sender: type[Any], instance: Any, **_: Any) -> None:
+    """``pre_delete`` of an account, API key or machine: lock its row before Django's collector
+    deletes (or nulls) its events, so that a batch of events being written that references it
+    either is committed first, and its events are deleted too, or sees the row gone
+    (``_check_references``). Without it, the collector's DELETE would miss a batch committed
+    after its snapshot, and leave events pointing at nothing."""
+    list(sender._base_manager.select_for_update().filter(pk=instance.pk).values_list("pk"))
 
 
 def _document(lines: list[Line]) -> str:
