@@ -7,6 +7,7 @@ Django reads the body). All of it sits behind ``header_limit`` (a total request 
 431 in each surface's shape).
 """
 
+import gc
 import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hepgg.settings")
@@ -62,3 +63,9 @@ async def application(scope, receive, send):
         if path.startswith("/anthropic/"):
             return await _proxy(scope, receive, send)
     return await routed(scope, receive, send)
+
+
+# What is loaded by now lives as long as the process: frozen out of the collector's sight, the
+# full collections that usage records waiting for their flush set off walk only what requests
+# made (measured at c32: 0.05 s of collecting per 4 s window, 0.02 s frozen; bench/README.md).
+gc.freeze()
