@@ -39,12 +39,20 @@ async def shutdown() -> None:
     and the writer thread's database connection."""
     await batching.flush_all()
     await close_client()
+    await asyncio.to_thread(_stop_usage_writer_process)
     await asyncio.to_thread(batching.close_writer_connections)
 
 
 def shutdown_at_exit() -> None:
     """The same for a server with no lifespan (daphne): from an exit hook, with no loop."""
     batching.flush_all_sync()
+    _stop_usage_writer_process()
+
+
+def _stop_usage_writer_process() -> None:
+    from usage.writer import usage_writer
+
+    usage_writer.stop_process()
 
 
 async def lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:

@@ -220,6 +220,12 @@ LAST_USED_RESOLUTION_SECONDS = env.int("LAST_USED_RESOLUTION_SECONDS", default=6
 # The batched usage writer flushes at this interval, or sooner when a batch fills up.
 USAGE_FLUSH_SECONDS = env.float("USAGE_FLUSH_SECONDS", default=1.0)
 USAGE_BATCH_SIZE = env.int("USAGE_BATCH_SIZE", default=500)
+# Each server process hands its usage batches to a writer process of its own, which encodes and
+# writes them off the event loop (``usage.writer_process``); on PostgreSQL by default.
+USAGE_WRITER_PROCESS = env.bool(
+    "USAGE_WRITER_PROCESS",
+    default=DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql",
+)
 # Where usage goes while the database is unreachable (spill files) or when it refuses a record
 # (rejected.jsonl); `manage.py replay_usage` writes both back. Spill files are capped in bytes.
 USAGE_SPILL_DIR = Path(env.str("USAGE_SPILL_DIR", default=str(DATA_DIR / "usage")))

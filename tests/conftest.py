@@ -64,6 +64,9 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: N
 def _fresh_process_state(settings, tmp_path: Path) -> Iterator[None]:
     # Each test spills (and sets usage aside) in a folder of its own.
     settings.USAGE_SPILL_DIR = tmp_path / "usage"
+    # Writers made in this process write themselves; servers a test starts have their writer
+    # process (``usage.writer_process``), and its own tests turn it on.
+    settings.USAGE_WRITER_PROCESS = False
     sharedcache.clear_local()
     forget_prices()
     authfailures.clear_local()

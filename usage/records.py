@@ -21,9 +21,11 @@ checks say so); only one that fails them goes through ``usage_record_clean``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import math
+import operator
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -60,6 +62,23 @@ class UsageRecord:
 
 
 FIELDS = tuple(f.name for f in fields(UsageRecord))
+record_values = operator.attrgetter(*FIELDS)  # a record's values as a tuple, in FIELDS order
+
+
+class RawRecord(bytes):
+    """A record's values (``record_values``) as one JSON array, neither cleaned nor priced: what
+    a server keeps of a record for its writer process (``usage.writer_process``). Bytes, not
+    the record: the record and what it holds are freed at once, and the collector never walks
+    what waits (objects waiting in memory cost several per cent of c32, bytes nothing: measured
+    in ``bench/README.md``)."""
+
+    __slots__ = ()
+
+
+def record_from_raw(raw: bytes) -> UsageRecord:
+    return record_from_values(orjson.loads(memoryview(raw)))  # orjson refuses bytes subclasses
+
+
 _TEXT_FIELDS = ("source", "model", "stop_reason", "request_id", "message_id", "session_id")
 _COUNT_FIELDS = (
     "input_tokens",
@@ -382,6 +401,18 @@ def record_to_dict(record: UsageRecord) -> dict[str, Any]:
     values = {name: getattr(record, name) for name in FIELDS}
     values["occurred_at"] = record.occurred_at.isoformat()
     return values
+
+
+def record_from_values(values: list[Any]) -> UsageRecord:
+    """A record sent as ``record_values`` in JSON (``usage.writer_process``), as it was made:
+    the writer cleans it if it needs it, as it would have in the process that made it."""
+    if len(values) != len(FIELDS):
+        raise ValueError(f"a record has {len(FIELDS)} values, not {len(values)}")
+    record = UsageRecord(*values)
+    if isinstance(record.occurred_at, str):
+        with contextlib.suppress(ValueError):  # left as it is, cleaning makes it now
+            record.occurred_at = datetime.fromisoformat(record.occurred_at)
+    return record
 
 
 def record_from_dict(values: dict[str, Any]) -> UsageRecord:

@@ -28,6 +28,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from accounts.models import Account, Machine
 from usage.models import Source, UsageEvent
 from usage.records import dedupe_key
 from usage.writer import UsageRecord
@@ -157,6 +158,15 @@ def _insert_new(rows: list[dict[str, Any]]) -> int:
     placeholder = "(" + ", ".join(["%s"] * len(columns)) + ")"
     inserted = 0
     with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+        # Events have no foreign-key constraints (``usage.models``): the upload's machine and
+        # account are locked as a constraint's check would, until the commit, and a deletion
+        # that came first is respected (its machine's events lose the reference, its
+        # account's are gone).
+        account, machine = rows[0]["account_id"], rows[0]["machine_id"]
+        if machine is not None and not _locked(cursor, Machine, machine):
+            rows = [{**row, "machine_id": None} for row in rows]
+        if not _locked(cursor, Account, account):
+            return 0
         for start in range(0, len(rows), _ROWS_PER_STATEMENT):
             chunk = rows[start : start + _ROWS_PER_STATEMENT]
             params = [
@@ -171,6 +181,14 @@ def _insert_new(rows: list[dict[str, Any]]) -> int:
             cursor.execute(sql, params)
             inserted += max(cursor.rowcount, 0)
     return inserted
+
+
+def _locked(cursor: Any, model: Any, row_id: int) -> bool:
+    """Lock ``model``'s row ``row_id`` against deletion (FOR KEY SHARE); False if it is gone."""
+    table = cursor.db.ops.quote_name(model._meta.db_table)
+    lock = " FOR KEY SHARE" if cursor.db.vendor == "postgresql" else ""
+    cursor.execute(f"SELECT 1 FROM {table} WHERE id = %s{lock}", [row_id])  # noqa: S608
+    return cursor.fetchone() is not None
 
 
 def usage_sync(*, account_id: int, machine_id: int, records: list[Any]) -> SyncOutcome:

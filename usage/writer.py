@@ -1,7 +1,7 @@
 """The batched usage writer shared by the OpenAI gateway and the Claude proxy.
 
 Request handlers call ``usage_writer.record(...)`` after their response is done: it appends the
-record to an in-process buffer and returns, no I/O and no per-record work. A flusher
+record to an in-process buffer and returns: no I/O, nothing cleaned or priced. A flusher
 (``hepgg.lib.batching``) writes the buffer twice per ``USAGE_FLUSH_SECONDS``, or as soon as
 ``USAGE_BATCH_SIZE`` records wait. It first encodes the waiting records on the event loop, a
 slice at a time: each is cleaned if it needs it, priced from the price table in process memory
@@ -12,6 +12,13 @@ PostgreSQL, joined, they are one JSON document that one upsert unpacks
 for the gateway's budgets, which charge that same cost. (Encoded one by one between requests,
 the same work cost about twice as much; in the writer thread, the records crossed threads and
 the thread held the GIL for it: measured in ``bench/README.md``.)
+
+With ``USAGE_WRITER_PROCESS`` (the default on PostgreSQL) the server does none of that work:
+``record`` keeps the record's values as one JSON array (``RawRecord``), and the flush hands the
+batch to the server's own writer process (``usage.writer_process``), which runs this same code
+to clean, price and write it, and answers; the writer thread waits for the answer and writes the
+batch itself if none comes.
+
 A record is in the database within ``USAGE_FLUSH_SECONDS`` of being made, which bounds what a
 crash can lose. ``touch_api_key``/``touch_machine`` refresh ``last_used_at``/``last_seen_at`` in
 the same flush, at most once a minute per row and process.
@@ -39,6 +46,7 @@ On graceful shutdown the buffer is flushed (``hepgg.lifespan``).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
@@ -49,7 +57,13 @@ from typing import Any, Final
 
 import orjson
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connections, transaction
+from django.db import (
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    connections,
+    transaction,
+)
 from django.db.models import Q
 from django.utils import timezone
 
@@ -57,15 +71,20 @@ from catalog.pricing import PriceTable, loaded_price_table, price_table
 from hepgg.lib.batching import Flusher, in_writer_thread
 from usage.records import (
     LINE_FIELDS,
+    RawRecord,
     UsageRecord,
     dedupe_key,
     fits_unchanged,
     line_values,
     record_from_dict,
+    record_from_raw,
+    record_from_values,
     record_line,
+    record_values,
     usage_record_clean,
 )
 from usage.spill import SpillFolder
+from usage.writer_process import WriterProcess, frame_of
 
 __all__ = ["NOT_PRICED_YET", "UsageRecord", "UsageWriter", "usage_writer"]
 
@@ -160,7 +179,29 @@ def _encoded(batch: list[Line | UsageRecord], prices: Any = None) -> list[Line] 
 
 def _lines(items: list[Line | UsageRecord], prices: Any) -> list[Line]:
     """Records encoded (cleaned in place if they need it) and lines kept as they are."""
-    return [item if type(item) is bytes else _line(item, prices)[0] for item in items]
+    return [item if type(item) is bytes else _line(_record(item), prices)[0] for item in items]
+
+
+def _record(item: UsageRecord | RawRecord) -> UsageRecord:
+    return record_from_raw(item) if type(item) is RawRecord else item  # type: ignore[return-value]
+
+
+def _frame(batch: list[Line | UsageRecord]) -> bytes | None:
+    """The batch as a frame for the writer process: lines and raw records as they are, records
+    kept as objects (a value JSON cannot hold) cleaned and encoded here. None when that needs a
+    price table this process has not loaded: the batch is written here."""
+    lines: list[bytes] = []
+    raw: list[bytes] = []
+    kept: list[Line | UsageRecord] = []
+    for item in batch:
+        kind = type(item)
+        (lines if kind is bytes else raw if kind is RawRecord else kept).append(item)  # type: ignore[arg-type]
+    if kept:
+        prices = loaded_price_table(reload=False)
+        if prices is None:
+            return None
+        lines += _lines(kept, prices)
+    return frame_of(lines, raw)
 
 
 def _reload_prices() -> None:
@@ -231,10 +272,9 @@ class _Statements:
                 values.append(f"line->>{i}")
             else:
                 values.append(f"(line->>{i})::{kind}")
-        document = (
+        insert = (
             f"INSERT INTO {table} ({names}) "  # noqa: S608 - names from the model
-            f"SELECT {', '.join(values)}, %s "
-            f"FROM jsonb_array_elements(%s::jsonb) AS line {on_conflict}"
+            f"SELECT {', '.join(values)}, %s FROM jsonb_array_elements(%s::jsonb) AS line"
         )
         # The same upsert, followed in the same statement by the check that replaces foreign
         # key constraints (``_check_references``): the accounts, keys and machines its rows
@@ -256,10 +296,14 @@ class _Statements:
             f"- (SELECT count(*) FROM live_{column})"
             for column in referenced
         )
-        self.document = (
-            f"WITH written AS ({document} RETURNING {', '.join(referenced)}), {locks} "
-            f"SELECT {missing}"
-        )
+        checked = "WITH written AS ({} RETURNING " + ", ".join(referenced) + f"), {locks} "
+        checked += f"SELECT {missing}"
+        # Two forms: a batch of new events (nearly all of them) is a plain INSERT; ON CONFLICT's
+        # speculative insertion costs PostgreSQL a fifth more per event (16.4 against 20.4 µs,
+        # measured). A batch that meets an event already there (a replay, a proxy record of a
+        # synced request) fails as a whole, and is written again with the upsert.
+        self.new_events = checked.format(insert)
+        self.document = checked.format(f"{insert} {on_conflict}")
 
 
 _statements: dict[str, _Statements] = {}
@@ -277,9 +321,18 @@ def _insert_lines(lines: list[Line]) -> None:
         statements = _statements[connection.alias] = _Statements(connection)
     now = timezone.now()
     if connection.vendor == "postgresql":
+        document = _document(lines)
         try:
             with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
-                cursor.execute(statements.document, [now, _document(lines)])
+                cursor.execute(statements.new_events, [now, document])
+                _check_references(*cursor.fetchone())
+            return
+        except IntegrityError as exc:
+            if getattr(exc.__cause__, "sqlstate", None) != "23505":  # not a unique violation
+                raise
+        try:
+            with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+                cursor.execute(statements.document, [now, document])
                 _check_references(*cursor.fetchone())
         except Exception as exc:
             # One statement may not touch a row twice: a batch holding two records of one
@@ -417,11 +470,13 @@ class UsageWriter:
         self._touched_at: dict[tuple[str, int], float] = {}
         self._dropped = 0  # records refused for want of memory since the last flush
         self._limits: tuple[int, int] | None = None  # USAGE_BATCH_SIZE, USAGE_MEMORY_MAX_EVENTS
+        self._raw_records: bool | None = None  # USAGE_WRITER_PROCESS
         self._resolution: float | None = None  # LAST_USED_RESOLUTION_SECONDS
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()  # one flush at a time
         self._drain_lock = threading.Lock()
         self._drainer: threading.Thread | None = None
+        self._process: WriterProcess | None = None  # USAGE_WRITER_PROCESS
         self.spill = SpillFolder(
             directory=lambda: Path(settings.USAGE_SPILL_DIR),
             max_bytes=lambda: settings.USAGE_SPILL_MAX_BYTES,
@@ -438,9 +493,20 @@ class UsageWriter:
 
     # -- called on the request path: no I/O ------------------------------------------------
     def record(self, record: UsageRecord) -> None:
-        """Buffer ``record`` as it is: the flush cleans, prices and encodes it with the rest of
-        its batch (``_encode_on_loop``). Done one by one between requests, that work cost
-        several times what it costs in a batch (measured: ``bench/README.md``)."""
+        """Buffer ``record``. With a writer process (``USAGE_WRITER_PROCESS``), as its values in
+        JSON (``RawRecord``), which that process cleans, prices and encodes; without one, as
+        it is: the flush does that work with the rest of its batch (``_encode_on_loop``). Done
+        one by one between requests, that work cost several times what it costs in a batch
+        (measured: ``bench/README.md``)."""
+        raw = self._raw_records
+        if raw is None:
+            raw = self._raw_records = settings.USAGE_WRITER_PROCESS
+        if raw:
+            try:
+                self._buffer(RawRecord(orjson.dumps(record_values(record))))
+                return
+            except TypeError:  # a value JSON cannot hold: kept as it is, cleaned at the flush
+                pass
         self._buffer(record)
 
     def record_priced(self, record: UsageRecord) -> Decimal | _NotPricedYet | None:
@@ -504,7 +570,11 @@ class UsageWriter:
     def flush(self) -> int:
         """Write what waits in memory, and spilled records; returns the number of events
         written. Sync code only (it blocks on the database)."""
-        self._limits = self._resolution = None  # read from the settings again
+        return self._write_batch(*self._take())
+
+    def _take(self) -> tuple[list[Line | UsageRecord], set[int], set[int]]:
+        """What waits in memory: the records, and the keys and machines to touch."""
+        self._limits = self._resolution = self._raw_records = None  # read from the settings again
         with self._lock:
             batch, self._pending = self._pending, []
             keys, self._touched_keys = self._touched_keys, set()
@@ -516,6 +586,11 @@ class UsageWriter:
                 dropped,
                 settings.USAGE_MEMORY_MAX_EVENTS,
             )
+        return batch, keys, machines
+
+    def _write_batch(
+        self, batch: list[Line | UsageRecord], keys: set[int], machines: set[int]
+    ) -> int:
         with self._write_lock:
             encoded = _encoded(batch)
             if encoded is None:
@@ -530,8 +605,55 @@ class UsageWriter:
         return written
 
     async def aflush(self) -> int:
+        process = self._writer_process()
+        if process is not None:
+            batch, keys, machines = self._take()
+            frame = _frame(batch)
+            return await in_writer_thread(
+                functools.partial(self._hand_over, process, frame, batch, keys, machines)
+            )
         await self._encode_on_loop()
         return await in_writer_thread(self.flush)
+
+    # -- the writer process (``usage.writer_process``) --------------------------------------
+    def _writer_process(self) -> WriterProcess | None:
+        if not settings.USAGE_WRITER_PROCESS:
+            return None
+        if self._process is None:
+            self._process = WriterProcess()
+        return self._process
+
+    def _hand_over(
+        self,
+        process: WriterProcess,
+        frame: bytes | None,
+        batch: list[Line | UsageRecord],
+        keys: set[int],
+        machines: set[int],
+    ) -> int:
+        """In the writer thread: the batch to the writer process, or, if it did not take it,
+        written here."""
+        with self._write_lock:
+            written = process.write(frame) if frame is not None and batch else None
+            if written is not None:
+                if written == len(batch):  # else some were spilled: the database is away
+                    self._touch(keys, machines)
+                    _reload_prices()  # for record_priced, which still prices in this process
+                return written
+        return self._write_batch(batch, keys, machines)
+
+    def write_frame(self, frame: bytes) -> int:
+        """In the writer process: one frame's lines and records, written as a flush writes
+        them; returns how many events were written (spilled ones are not counted)."""
+        lines, records = orjson.loads(frame)
+        batch: list[Line | UsageRecord] = [orjson.dumps(line) for line in lines]
+        batch += [record_from_values(values) for values in records]
+        return self._write_batch(batch, set(), set())
+
+    def stop_process(self) -> None:
+        """Shutdown, after the last flush: the writer process writes what it holds and ends."""
+        if self._process is not None:
+            self._process.stop()
 
     async def _encode_on_loop(self) -> None:
         """Encode the waiting records here, a slice at a time, so that only lines cross to the

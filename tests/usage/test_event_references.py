@@ -19,6 +19,7 @@ from accounts.services import api_key_mint, machine_register
 from tests.waits import wait_until
 from usage.models import UsageEvent
 from usage.records import UsageRecord
+from usage.sync import usage_sync
 from usage.writer import UsageWriter, lines_of
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -179,3 +180,36 @@ def test_a_batch_written_while_a_deletion_holds_its_row_sees_the_row_gone(
     assert written == 10
     assert references_left() == kept_without(refs, deleted)
     assert not usage.spill.rejected_path.exists()
+
+
+@pytest.mark.parametrize("deleted", ["account", "machine"])
+def test_a_sync_that_waits_for_a_deletion_respects_it(member, deleted) -> None:
+    machine, _ = machine_register(account=member.account, hostname="box")
+    row = {"account": member.account, "machine": machine}[deleted]
+    upload = [
+        {
+            "request_id": "req_1",
+            "model": "claude-sonnet-4-5",
+            "output_tokens": 4,
+            "timestamp": "2026-11-28T10:00:00Z",
+        }
+    ]
+
+    with deletion_paused_after_its_locks(type(row)) as (locked, release):
+        deletion = Racer(row.delete)
+        deletion.start()
+        assert locked.wait(30)
+        sync = Racer(
+            lambda: usage_sync(account_id=member.account.id, machine_id=machine.id, records=upload)
+        )
+        sync.start()
+        wait_until(waiting_on_a_lock, what="the sync to wait for the deletion's commit")
+        release.set()
+        deletion.finish()
+        outcome = sync.finish()
+
+    events = list(UsageEvent.objects.values_list("output_tokens", "machine_id"))
+    if deleted == "account":
+        assert outcome.accepted == 0 and events == []
+    else:
+        assert outcome.accepted == 1 and events == [(4, None)]
