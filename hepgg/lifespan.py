@@ -2,7 +2,8 @@
 
 - Start-up (``startup``, called once per process when ``hepgg.asgi`` is imported, since daphne
   sends no lifespan events): usage spilled to disk by an earlier process that died during a
-  database outage is replayed in a thread.
+  database outage is replayed in a thread. Under uvicorn the lifespan start-up also starts the
+  usage writer process (``usage.writer_process``); under daphne the first flush does.
 - Shutdown: every batching buffer (``hepgg.lib.batching``: usage, rate-limit charges and
   snapshots) is flushed, then outbound connections and the writer thread's database
   connection are closed. Under uvicorn (``--lifespan on``) the ASGI lifespan shutdown does it
@@ -49,6 +50,12 @@ def shutdown_at_exit() -> None:
     _stop_usage_writer_process()
 
 
+def _start_usage_writer_process() -> None:
+    from usage.writer import usage_writer
+
+    usage_writer.start_process()
+
+
 def _stop_usage_writer_process() -> None:
     from usage.writer import usage_writer
 
@@ -60,6 +67,7 @@ async def lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
         message = await receive()
         if message["type"] == "lifespan.startup":
             startup()
+            await asyncio.to_thread(_start_usage_writer_process)
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await shutdown()

@@ -650,6 +650,13 @@ class UsageWriter:
         batch += [record_from_values(values) for values in records]
         return self._write_batch(batch, set(), set())
 
+    def start_process(self) -> None:
+        """Server start-up (uvicorn's lifespan): start the writer process if there is to be one
+        (without a lifespan, as under daphne, the first flush starts it)."""
+        process = self._writer_process()
+        if process is not None:
+            process.start()
+
     def stop_process(self) -> None:
         """Shutdown, after the last flush: the writer process writes what it holds and ends."""
         if self._process is not None:

@@ -11,7 +11,8 @@ would, spilling to disk in an outage, and answers each batch with how many event
 
 - **Frames**: on the child's stdin, a 4-byte length then ``[lines, records]`` (lines already
   encoded by ``record_priced``, records as ``usage.records.RawRecord``: their fields' values).
-  Answers on its stdout: 8 bytes, the events written, or -1 when it could not read the frame.
+  Answers on its stdout: 8 bytes, the events written, or -1 when it could not read the frame;
+  its first answer, 0, says that it is set up (the server waits for it when it starts one).
 - **Nothing is lost to the handover**: the server's writer thread waits for the answer, as it
   waits for the database when it writes itself, and keeps the batch until then. No answer (the
   writer process died, or has not answered in ``_ANSWER_SECONDS``): the server writes that batch
@@ -43,6 +44,8 @@ _CANNOT = -1  # the answer to a frame the writer process could not read
 _ANSWER_SECONDS = 120.0  # a batch's write, spills and connect timeouts included
 _RESTART_SECONDS = 5.0
 _STOP_SECONDS = 30.0
+_READY_SECONDS = 60.0
+_READY = (0).to_bytes(_ANSWER, "big", signed=True)  # its first answer: set up, reading frames
 
 
 class WriterProcess:
@@ -74,6 +77,11 @@ class WriterProcess:
         written = int.from_bytes(answer, "big", signed=True)
         return None if written == _CANNOT else written
 
+    def start(self) -> None:
+        """Start it now (server start-up), rather than at the first flush: its memory and its
+        Django start belong to the server's start, not to the first requests."""
+        self._running()
+
     def _running(self) -> subprocess.Popen[bytes] | None:
         with self._lock:
             process = self._process
@@ -87,7 +95,7 @@ class WriterProcess:
             if time.monotonic() < self._next_start:
                 return None
             try:
-                self._process = subprocess.Popen(
+                process = subprocess.Popen(
                     [sys.executable, "-m", "usage.writer_process"],
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
@@ -97,7 +105,18 @@ class WriterProcess:
                 logger.exception("usage: cannot start the writer process; writing in-process")
                 self._next_start = time.monotonic() + _RESTART_SECONDS
                 return None
-            return self._process
+            # It answers once when Django is set up: a process that cannot start is found now,
+            # and a server's start-up includes its writer's.
+            assert process.stdout is not None
+            if _read_exactly(process.stdout, _ANSWER, timeout=_READY_SECONDS) != _READY:
+                logger.error("usage: the writer process did not start; writing in-process")
+                if process.poll() is None:
+                    process.kill()
+                _reap(process)
+                self._next_start = time.monotonic() + _RESTART_SECONDS
+                return None
+            self._process = process
+            return process
 
     def _lost(self, process: subprocess.Popen[bytes]) -> None:
         """No answer: the process is ended (if it lives on, it is stuck) and replaced later."""
@@ -209,6 +228,8 @@ def main() -> None:
     django.setup()
     from django.db import connections
 
+    answers.write(_READY)
+    answers.flush()
     try:
         serve(sys.stdin.buffer, answers)
     finally:

@@ -56,6 +56,8 @@ def test_usage_is_written_by_the_servers_writer_process_which_ends_with_it(
     start_gateway, api_key, member, prices, server_name
 ) -> None:
     server = start_gateway(server=server_name)
+    if server_name == "uvicorn":  # started with the server (lifespan); under daphne, at a flush
+        assert writer_processes(server)
     chat(server, api_key, 12)
     events = wait_for_events(12, account=member.account)
     assert all(event.cost_usd is not None and event.output_tokens > 0 for event in events)
