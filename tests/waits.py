@@ -56,3 +56,16 @@ def wait_for_events(
     if len(found) != count:
         raise AssertionError(f"expected {count} usage event(s), found {len(found)}: {found}")
     return found
+
+
+def backend_waiting_on_a_lock() -> bool:
+    """True while a backend of the test database waits for a lock (PostgreSQL): how a test
+    knows a racing transaction has reached the point it is meant to block at."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        )
+        return cursor.fetchone()[0] > 0

@@ -11,24 +11,20 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from django.db import connection, connections, transaction
+from django.db import connections, transaction
 from django.db.models.signals import pre_delete
 
 from accounts.models import Account, ApiKey, Machine
 from accounts.services import api_key_mint, machine_register
-from tests.waits import wait_until
+from tests.waits import backend_waiting_on_a_lock, wait_until
 from usage.models import UsageEvent
 from usage.records import UsageRecord
 from usage.sync import usage_sync
 from usage.writer import UsageWriter, lines_of
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def _postgresql_only() -> None:
-    if connection.vendor != "postgresql":
-        pytest.skip("the lock order is PostgreSQL's; SQLite has one writer at a time")
+# The lock order is PostgreSQL's; SQLite has one writer at a time. In CI a missing PostgreSQL
+# fails these tests (``requires_postgres``), it does not skip them.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("requires_postgres")]
 
 
 class Racer(threading.Thread):
@@ -52,15 +48,6 @@ class Racer(threading.Thread):
         if self.error is not None:
             raise self.error
         return self.result
-
-
-def waiting_on_a_lock() -> int:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity "
-            "WHERE wait_event_type = 'Lock' AND datname = current_database()"
-        )
-        return cursor.fetchone()[0]
 
 
 @contextmanager
@@ -137,7 +124,7 @@ def test_a_batch_committed_while_a_deletion_waits_is_deleted_or_kept_without_it(
     assert written.wait(30)
     deletion = Racer(refs[deleted].delete)
     deletion.start()
-    wait_until(waiting_on_a_lock, what="the deletion to wait for the batch's commit")
+    wait_until(backend_waiting_on_a_lock, what="the deletion to wait for the batch's commit")
     assert not UsageEvent.objects.exists()  # the batch is not committed yet
     release.set()
     assert writer.finish() == 10
@@ -166,7 +153,7 @@ def test_a_batch_written_while_a_deletion_holds_its_row_sees_the_row_gone(
         assert locked.wait(30)
         flush = Racer(usage.flush)
         flush.start()
-        wait_until(waiting_on_a_lock, what="the batch to wait for the deletion's commit")
+        wait_until(backend_waiting_on_a_lock, what="the batch to wait for the deletion's commit")
         release.set()
         deletion.finish()
         written = flush.finish()
@@ -203,7 +190,7 @@ def test_a_sync_that_waits_for_a_deletion_respects_it(member, deleted) -> None:
             lambda: usage_sync(account_id=member.account.id, machine_id=machine.id, records=upload)
         )
         sync.start()
-        wait_until(waiting_on_a_lock, what="the sync to wait for the deletion's commit")
+        wait_until(backend_waiting_on_a_lock, what="the sync to wait for the deletion's commit")
         release.set()
         deletion.finish()
         outcome = sync.finish()

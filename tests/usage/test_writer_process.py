@@ -17,7 +17,7 @@ from django.db import connection, transaction
 
 from catalog.models import Price
 from catalog.pricing import price_table
-from tests.waits import wait_until
+from tests.waits import backend_waiting_on_a_lock, wait_until
 from usage.models import UsageEvent
 from usage.writer import UsageRecord, UsageWriter
 
@@ -103,15 +103,6 @@ def test_a_record_json_cannot_hold_is_cleaned_here_and_its_batch_still_handed_ov
     events = UsageEvent.objects.order_by("input_tokens")
     assert [e.input_tokens for e in events] == [0, 5]
     assert events[0].details == {"1": "an int key"}
-
-
-def backend_waiting_on_a_lock() -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity "
-            "WHERE wait_event_type = 'Lock' AND datname = current_database()"
-        )
-        return cursor.fetchone()[0] > 0
 
 
 def test_a_batch_whose_writer_process_dies_before_answering_is_written_here_once(
